@@ -1,0 +1,441 @@
+//! Answers: what a client pipeline is made of, raw and resolved.
+//!
+//! Prompts, flags and the answers file all produce an [`AnswersFile`]: plain
+//! optional values, exactly what a user wrote. [`Answers::resolve`] turns it
+//! into checked types against the catalog before any file is touched (parse,
+//! then resolve, as ripgrep's lowargs and hiargs do). The resolved answers
+//! serialize back to the answers file that lives in the generated repository
+//! and is the single source of truth for re-rendering.
+
+mod names;
+mod settings;
+mod values;
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+
+use crate::catalog::{Catalog, StepKind};
+
+pub use names::{ClientName, EnvName, StepName};
+pub use settings::{ResolvedSettings, SettingValue};
+pub use values::{Datacenter, Region, Schedule};
+
+/// Where the answers file lives inside a generated repository.
+pub const ANSWERS_PATH: &str = ".etlgen/answers.toml";
+
+/// AWS's limit on Lambda function and IAM role names; the longest names
+/// etlgen derives are `<client>-<env>-<step>`.
+const AWS_NAME_LIMIT: usize = 64;
+
+/// A bad answer: names the field, the value and what is allowed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AnswerError {
+    /// A value is malformed.
+    #[error("invalid {field} {value:?}: {reason}")]
+    Invalid {
+        /// Flag or answers-file key.
+        field: String,
+        /// What was given.
+        value: String,
+        /// What is allowed.
+        reason: String,
+    },
+    /// A required value is absent.
+    #[error("missing {field}: {hint}")]
+    Missing {
+        /// Flag or answers-file key.
+        field: String,
+        /// How to provide it.
+        hint: String,
+    },
+    /// The answers contradict each other or the catalog's rules.
+    #[error("{0}")]
+    Conflict(String),
+}
+
+/// The answers as written: every field optional, nothing checked yet.
+///
+/// This is the on-disk format of `.etlgen/answers.toml` and of `--answers`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnswersFile {
+    /// The etlgen version that wrote the file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etlgen_version: Option<String>,
+    /// Client name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<String>,
+    /// Source kind id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// AWS region.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// Qualtrics datacenter id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub datacenter: Option<String>,
+    /// Deployment environments.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environments: Option<Vec<String>>,
+    /// `Some("")` or absent means event-driven.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
+    /// The pipeline's steps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steps: Option<Vec<StepEntry>>,
+}
+
+/// One `[[steps]]` entry of the answers file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepEntry {
+    /// Step name; defaults to the kind id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Catalog kind id.
+    pub kind: String,
+    /// Overrides of the kind's settings and params.
+    #[serde(default, skip_serializing_if = "toml::Table::is_empty")]
+    pub settings: toml::Table,
+}
+
+/// Resolved, checked answers. Building one is the only way past this module.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answers {
+    /// Client name.
+    pub client: ClientName,
+    /// Source kind id (checked against the catalog).
+    pub source: String,
+    /// AWS region.
+    pub region: Region,
+    /// Qualtrics datacenter id.
+    pub datacenter: Datacenter,
+    /// Deployment environments, in the order given.
+    pub environments: Vec<EnvName>,
+    /// `None` when the pipeline is event-driven.
+    pub schedule: Option<Schedule>,
+    /// The pipeline's steps in order, the source's own step first.
+    pub steps: Vec<Step>,
+}
+
+/// One resolved step of the pipeline.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Step {
+    /// Its unique name.
+    pub name: StepName,
+    /// Catalog kind id.
+    pub kind: String,
+    /// Catalog defaults with the answers' overrides applied.
+    pub settings: ResolvedSettings,
+    /// Only what the answers override, kept for writing the answers back.
+    pub overrides: toml::Table,
+    /// Whether the step came with the source rather than from the answers.
+    pub implied: bool,
+}
+
+impl Answers {
+    /// Checks raw answers against the catalog. `field` prefixes in errors are
+    /// the answers-file keys, which are also the long flag names.
+    pub fn resolve(raw: &AnswersFile, catalog: &Catalog) -> Result<Answers, AnswerError> {
+        let missing = |field: &str, hint: &str| AnswerError::Missing {
+            field: field.to_string(),
+            hint: hint.to_string(),
+        };
+        let client = ClientName::try_from(
+            raw.client
+                .clone()
+                .ok_or_else(|| missing("client", "pass it as `etlgen new <client>`"))?,
+        )?;
+        let source = raw
+            .source
+            .clone()
+            .unwrap_or_else(|| catalog.defaults.source.clone());
+        let source_kind = catalog
+            .source(&source)
+            .ok_or_else(|| AnswerError::Invalid {
+                field: "source".into(),
+                value: source.clone(),
+                reason: format!("expected one of: {}", catalog.source_ids()),
+            })?;
+        let region = Region::try_from(
+            raw.region
+                .clone()
+                .unwrap_or_else(|| catalog.defaults.region.clone()),
+        )?;
+        let datacenter = Datacenter::try_from(
+            raw.datacenter
+                .clone()
+                .unwrap_or_else(|| catalog.defaults.datacenter.clone()),
+        )?;
+        let environments = resolve_environments(
+            raw.environments
+                .as_ref()
+                .unwrap_or(&catalog.defaults.environments),
+        )?;
+        let schedule = match raw.schedule.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(s) => Some(Schedule::try_from(s)?),
+        };
+        let default_steps: Vec<StepEntry>;
+        let entries = match &raw.steps {
+            Some(steps) => steps,
+            None => {
+                default_steps = catalog
+                    .defaults
+                    .services
+                    .iter()
+                    .map(|k| StepEntry {
+                        name: None,
+                        kind: k.clone(),
+                        settings: toml::Table::new(),
+                    })
+                    .collect();
+                &default_steps
+            }
+        };
+        let steps = resolve_steps(entries, source_kind.step.as_deref(), &source, catalog)?;
+        let answers = Answers {
+            client,
+            source,
+            region,
+            datacenter,
+            environments,
+            schedule,
+            steps,
+        };
+        answers.check_derived_names()?;
+        Ok(answers)
+    }
+
+    /// The answers file for this pipeline, written by `etlgen_version`.
+    pub fn to_file(&self, etlgen_version: &str) -> AnswersFile {
+        AnswersFile {
+            etlgen_version: Some(etlgen_version.to_string()),
+            client: Some(self.client.to_string()),
+            source: Some(self.source.clone()),
+            region: Some(self.region.to_string()),
+            datacenter: Some(self.datacenter.to_string()),
+            environments: Some(self.environments.iter().map(ToString::to_string).collect()),
+            schedule: self.schedule.as_ref().map(ToString::to_string),
+            steps: Some(
+                self.steps
+                    .iter()
+                    .filter(|s| !s.implied || !s.overrides.is_empty())
+                    .map(|s| StepEntry {
+                        name: Some(s.name.to_string()),
+                        kind: s.kind.clone(),
+                        settings: s.overrides.clone(),
+                    })
+                    .collect(),
+            ),
+        }
+    }
+
+    /// The step named `name`.
+    pub fn step(&self, name: &str) -> Option<&Step> {
+        self.steps.iter().find(|s| s.name.as_str() == name)
+    }
+
+    /// AWS caps function and role names at 64 characters; every name etlgen
+    /// derives must fit in every environment, or `terraform apply` fails late.
+    fn check_derived_names(&self) -> Result<(), AnswerError> {
+        let longest_env = self
+            .environments
+            .iter()
+            .map(EnvName::as_str)
+            .chain([EnvName::LOCAL])
+            .max_by_key(|e| e.len())
+            .unwrap_or(EnvName::LOCAL);
+        for step in &self.steps {
+            let name = format!("{}-{}-{}", self.client, longest_env, step.name);
+            if name.len() > AWS_NAME_LIMIT {
+                return Err(AnswerError::Conflict(format!(
+                    "the Lambda function name {name:?} would be {} characters; AWS allows \
+                     {AWS_NAME_LIMIT}. Choose a shorter client, environment or step name",
+                    name.len()
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn resolve_environments(raw: &[String]) -> Result<Vec<EnvName>, AnswerError> {
+    if raw.is_empty() {
+        return Err(AnswerError::Missing {
+            field: "environments".into(),
+            hint: "give at least one, for example --env dev --env prod".into(),
+        });
+    }
+    let mut seen = BTreeSet::new();
+    let mut out = Vec::new();
+    for env in raw {
+        if env == EnvName::LOCAL {
+            return Err(AnswerError::Invalid {
+                field: "environment".into(),
+                value: env.clone(),
+                reason: "`local` is reserved for the emulator environment every repository \
+                         already has; choose another name"
+                    .into(),
+            });
+        }
+        let env = EnvName::try_from(env.as_str())?;
+        if !seen.insert(env.clone()) {
+            return Err(AnswerError::Conflict(format!(
+                "environment {env:?} is listed twice"
+            )));
+        }
+        out.push(env);
+    }
+    Ok(out)
+}
+
+fn resolve_steps(
+    entries: &[StepEntry],
+    source_step: Option<&str>,
+    source: &str,
+    catalog: &Catalog,
+) -> Result<Vec<Step>, AnswerError> {
+    let mut steps = Vec::new();
+    for (i, entry) in entries.iter().enumerate() {
+        let kind = catalog
+            .kind(&entry.kind)
+            .ok_or_else(|| AnswerError::Invalid {
+                field: format!("steps[{i}].kind"),
+                value: entry.kind.clone(),
+                reason: format!(
+                    "unknown service; expected one of: {}",
+                    catalog.selectable_ids()
+                ),
+            })?;
+        if !kind.selectable && source_step != Some(kind.id.as_str()) {
+            return Err(AnswerError::Invalid {
+                field: format!("steps[{i}].kind"),
+                value: entry.kind.clone(),
+                reason: format!(
+                    "it comes with its source, not on its own (source is {source}); expected \
+                     one of: {}",
+                    catalog.selectable_ids()
+                ),
+            });
+        }
+        steps.push(resolve_step(i, entry, kind, false)?);
+    }
+    if steps
+        .iter()
+        .all(|s| s.kind.as_str() == source_step.unwrap_or_default())
+    {
+        return Err(AnswerError::Missing {
+            field: "services".into(),
+            hint: format!("choose at least one of: {}", catalog.selectable_ids()),
+        });
+    }
+    if let Some(id) = source_step
+        && !steps.iter().any(|s| s.kind == id)
+    {
+        let kind = catalog
+            .kind(id)
+            .expect("catalog tests check source steps exist");
+        let entry = StepEntry {
+            name: None,
+            kind: id.to_string(),
+            settings: toml::Table::new(),
+        };
+        steps.push(resolve_step(steps.len(), &entry, kind, true)?);
+    }
+    for (i, step) in steps.iter().enumerate() {
+        if steps[..i].iter().any(|s| s.name == step.name) {
+            return Err(AnswerError::Conflict(format!(
+                "two steps are named {:?}; give each instance its own name, for example \
+                 --services {kind}:invite,{kind}:reminder",
+                step.name.as_str(),
+                kind = step.kind
+            )));
+        }
+        let kind = catalog.kind(&step.kind).expect("resolved above");
+        if !kind.repeatable && steps[..i].iter().any(|s| s.kind == step.kind) {
+            return Err(AnswerError::Conflict(format!(
+                "{} may appear only once in a pipeline",
+                kind.id
+            )));
+        }
+    }
+    order_by_requirements(steps, catalog)
+}
+
+fn resolve_step(
+    index: usize,
+    entry: &StepEntry,
+    kind: &StepKind,
+    implied: bool,
+) -> Result<Step, AnswerError> {
+    let name = StepName::try_from(entry.name.clone().unwrap_or_else(|| kind.id.clone()))?;
+    let settings = ResolvedSettings::resolve(kind, &entry.settings, &format!("steps[{index}]"))?;
+    Ok(Step {
+        name,
+        kind: kind.id.clone(),
+        settings,
+        overrides: entry.settings.clone(),
+        implied,
+    })
+}
+
+/// Orders steps by stage, and within a stage so that every step comes after
+/// the steps providing what it requires; the user's order breaks ties. A
+/// requirement may also be satisfied by a param the step sets (a
+/// distribution-scheduler with a fixed `mailing_list_id`).
+fn order_by_requirements(
+    mut pending: Vec<Step>,
+    catalog: &Catalog,
+) -> Result<Vec<Step>, AnswerError> {
+    let kind_of = |s: &Step| catalog.kind(&s.kind).expect("resolved against the catalog");
+    pending.sort_by_key(|s| kind_of(s).stage);
+    let mut placed: Vec<Step> = Vec::with_capacity(pending.len());
+    while !pending.is_empty() {
+        let stage = kind_of(&pending[0]).stage;
+        let unmet = |step: &Step| {
+            let kind = kind_of(step);
+            kind.requires.iter().find(|cap| {
+                let provided = placed.iter().any(|s| kind_of(s).provides.contains(cap));
+                let satisfied = kind.params.iter().any(|p| {
+                    p.satisfies.as_deref() == Some(cap.as_str())
+                        && step.settings.param(&p.name).is_some()
+                });
+                !(provided || satisfied)
+            })
+        };
+        match pending
+            .iter()
+            .take_while(|s| kind_of(s).stage == stage)
+            .position(|s| unmet(s).is_none())
+        {
+            Some(i) => placed.push(pending.remove(i)),
+            None => {
+                let step = &pending[0];
+                let kind = kind_of(step);
+                let cap = unmet(step).expect("no step of this stage is ready");
+                let by = catalog
+                    .providers()
+                    .get(cap.as_str())
+                    .map(|v| v.join(" or "))
+                    .unwrap_or_default();
+                let alt = kind
+                    .params
+                    .iter()
+                    .find(|p| p.satisfies.as_deref() == Some(cap.as_str()))
+                    .map(|p| format!(", or set {}.{} in the answers", step.name, p.name))
+                    .unwrap_or_default();
+                return Err(AnswerError::Conflict(format!(
+                    "step {:?} ({}) needs a {cap} from an earlier step: add {by}{alt}",
+                    step.name.as_str(),
+                    kind.id
+                )));
+            }
+        }
+    }
+    Ok(placed)
+}
+
+#[cfg(test)]
+mod tests;

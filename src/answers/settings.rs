@@ -1,0 +1,210 @@
+//! A step's settings: catalog defaults with the answers' overrides applied.
+//!
+//! The limits here are AWS's own (SQS event source mappings, Lambda), so a
+//! value that would fail at `terraform apply` fails at `etlgen new` instead,
+//! with the key and the allowed range in the message.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::AnswerError;
+use crate::catalog::{StepKind, StepSettings};
+
+/// A resolved kind-specific parameter value.
+pub type SettingValue = String;
+
+/// The numeric settings plus the kind's parameters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ResolvedSettings {
+    /// Queue, trigger and function settings.
+    #[serde(flatten)]
+    pub step: StepSettings,
+    /// Kind-specific parameters that have a value.
+    pub params: BTreeMap<String, SettingValue>,
+}
+
+/// `(key, min, max)` for each numeric setting, standard queues.
+const LIMITS: &[(&str, u32, u32)] = &[
+    ("batch_size", 1, 10_000),
+    ("batching_window_seconds", 0, 300),
+    ("max_concurrency", 2, 1000),
+    ("timeout_seconds", 1, 900),
+    ("memory_mb", 128, 10_240),
+    ("max_receive_count", 1, 1000),
+];
+
+impl ResolvedSettings {
+    /// Applies `overrides` (an answers-file `settings` table) to the kind's
+    /// defaults. `at` locates the table in errors, e.g. `steps[2]`.
+    pub fn resolve(
+        kind: &StepKind,
+        overrides: &toml::Table,
+        at: &str,
+    ) -> Result<ResolvedSettings, AnswerError> {
+        let mut step = kind.settings;
+        let mut params: BTreeMap<String, SettingValue> = kind
+            .params
+            .iter()
+            .filter_map(|p| p.default.clone().map(|d| (p.name.clone(), d)))
+            .collect();
+        for (key, value) in overrides {
+            let field = format!("{at}.settings.{key}");
+            let invalid = |reason: String| AnswerError::Invalid {
+                field: field.clone(),
+                value: value.to_string(),
+                reason,
+            };
+            if key == "fifo" {
+                step.fifo = value
+                    .as_bool()
+                    .ok_or_else(|| invalid("expected true or false".into()))?;
+            } else if let Some((_, min, max)) = LIMITS.iter().find(|(k, ..)| k == key) {
+                let n = value
+                    .as_integer()
+                    .filter(|n| (i64::from(*min)..=i64::from(*max)).contains(n))
+                    .ok_or_else(|| {
+                        invalid(format!("expected a whole number from {min} to {max}"))
+                    })?;
+                let n = u32::try_from(n).expect("range-checked");
+                *numeric_mut(&mut step, key) = n;
+            } else if let Some(param) = kind.param(key) {
+                let s = value
+                    .as_str()
+                    .ok_or_else(|| invalid("expected a string".into()))?
+                    .to_string();
+                if !param.choices.is_empty() && !param.choices.contains(&s) {
+                    return Err(invalid(format!(
+                        "expected one of: {}",
+                        param.choices.join(", ")
+                    )));
+                }
+                if s.is_empty() || s.chars().any(char::is_control) {
+                    return Err(invalid("expected a non-empty single-line value".into()));
+                }
+                params.insert(key.clone(), s);
+            } else {
+                let mut allowed: Vec<&str> = LIMITS.iter().map(|(k, ..)| *k).collect();
+                allowed.push("fifo");
+                allowed.extend(kind.params.iter().map(|p| p.name.as_str()));
+                return Err(AnswerError::Invalid {
+                    field: format!("{at}.settings"),
+                    value: key.clone(),
+                    reason: format!(
+                        "unknown setting for {}; expected one of: {}",
+                        kind.id,
+                        allowed.join(", ")
+                    ),
+                });
+            }
+        }
+        check_fifo(&step, at)?;
+        Ok(ResolvedSettings { step, params })
+    }
+
+    /// The value of parameter `name`, if set.
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.params.get(name).map(String::as_str)
+    }
+
+    /// The SQS visibility timeout: six times the function timeout, as AWS
+    /// recommends for SQS-triggered functions.
+    pub fn visibility_timeout_seconds(&self) -> u32 {
+        self.step.timeout_seconds * 6
+    }
+}
+
+fn numeric_mut<'a>(s: &'a mut StepSettings, key: &str) -> &'a mut u32 {
+    match key {
+        "batch_size" => &mut s.batch_size,
+        "batching_window_seconds" => &mut s.batching_window_seconds,
+        "max_concurrency" => &mut s.max_concurrency,
+        "timeout_seconds" => &mut s.timeout_seconds,
+        "memory_mb" => &mut s.memory_mb,
+        "max_receive_count" => &mut s.max_receive_count,
+        other => unreachable!("{other} is not in LIMITS"),
+    }
+}
+
+/// FIFO event source mappings take at most 10 messages and no batching window.
+fn check_fifo(s: &StepSettings, at: &str) -> Result<(), AnswerError> {
+    if s.fifo && s.batch_size > 10 {
+        return Err(AnswerError::Conflict(format!(
+            "{at}.settings: a FIFO step takes a batch_size of at most 10 (got {})",
+            s.batch_size
+        )));
+    }
+    if s.fifo && s.batching_window_seconds > 0 {
+        return Err(AnswerError::Conflict(format!(
+            "{at}.settings: a FIFO step cannot have a batching window (got {}s); set \
+             batching_window_seconds = 0",
+            s.batching_window_seconds
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::Catalog;
+
+    fn table(s: &str) -> toml::Table {
+        toml::from_str(s).unwrap()
+    }
+
+    #[test]
+    fn catalog_defaults_are_within_limits() {
+        for kind in &Catalog::builtin().kinds {
+            let resolved = ResolvedSettings::resolve(kind, &toml::Table::new(), "x").unwrap();
+            assert_eq!(resolved.step, kind.settings);
+            for (key, min, max) in LIMITS {
+                let mut copy = kind.settings;
+                let v = *numeric_mut(&mut copy, key);
+                assert!((*min..=*max).contains(&v), "{}.{key} = {v}", kind.id);
+            }
+        }
+    }
+
+    #[test]
+    fn overrides_apply_and_params_default() {
+        let kind = Catalog::builtin().kind("distribution-scheduler").unwrap();
+        let r = ResolvedSettings::resolve(
+            kind,
+            &table("batch_size = 5\nmailing_list_id = \"CG_1\""),
+            "steps[0]",
+        )
+        .unwrap();
+        assert_eq!(r.step.batch_size, 5);
+        assert_eq!(r.param("mailing_list_id"), Some("CG_1"));
+        assert_eq!(r.param("send_offset_hours"), Some("9"));
+        assert_eq!(
+            r.visibility_timeout_seconds(),
+            kind.settings.timeout_seconds * 6
+        );
+    }
+
+    #[test]
+    fn bad_overrides_name_the_key_and_the_range() {
+        let kind = Catalog::builtin().kind("validator").unwrap();
+        for (doc, needle) in [
+            ("batch_size = 0", "steps[1].settings.batch_size"),
+            ("batch_size = 20000", "from 1 to 10000"),
+            ("max_concurrency = 1", "from 2 to 1000"),
+            ("memory_mb = \"big\"", "whole number"),
+            ("fifo = 1", "true or false"),
+            ("format = \"xml\"", "csv, jsonl"),
+            ("colour = \"red\"", "unknown setting for validator"),
+            ("fifo = true\nbatch_size = 11", "at most 10"),
+            (
+                "fifo = true\nbatching_window_seconds = 5",
+                "batching window",
+            ),
+        ] {
+            let err = ResolvedSettings::resolve(kind, &table(doc), "steps[1]")
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(needle), "{doc}: {err}");
+        }
+    }
+}

@@ -1,0 +1,195 @@
+use super::*;
+
+fn resolve(doc: &str) -> Result<Answers, String> {
+    let raw: AnswersFile = toml::from_str(doc).map_err(|e| e.to_string())?;
+    Answers::resolve(&raw, Catalog::builtin()).map_err(|e| e.to_string())
+}
+
+fn names(a: &Answers) -> Vec<&str> {
+    a.steps.iter().map(|s| s.name.as_str()).collect()
+}
+
+#[test]
+fn defaults_make_a_useful_pipeline() {
+    let a = resolve("client = \"client-x\"").unwrap();
+    assert_eq!(a.source, "s3");
+    assert_eq!(
+        names(&a),
+        ["validator", "contact-importer", "distribution-scheduler"]
+    );
+    assert_eq!(
+        a.environments
+            .iter()
+            .map(EnvName::as_str)
+            .collect::<Vec<_>>(),
+        ["dev", "prod"]
+    );
+    assert_eq!(a.schedule, None);
+}
+
+#[test]
+fn steps_are_ordered_by_stage_and_sftp_adds_its_poller() {
+    let a = resolve(
+        r#"
+        client = "acme"
+        source = "sftp"
+        [[steps]]
+        kind = "notifier"
+        [[steps]]
+        kind = "distribution-scheduler"
+        name = "invite"
+        [[steps]]
+        kind = "validator"
+        [[steps]]
+        kind = "contact-importer"
+        [[steps]]
+        kind = "distribution-scheduler"
+        name = "reminder"
+        "#,
+    )
+    .unwrap();
+    assert_eq!(
+        names(&a),
+        [
+            "sftp-poller",
+            "validator",
+            "contact-importer",
+            "invite",
+            "reminder",
+            "notifier"
+        ]
+    );
+    let a = resolve(
+        r#"
+        client = "acme"
+        [[steps]]
+        kind = "validator"
+        [[steps]]
+        kind = "distribution-scheduler"
+        [[steps]]
+        kind = "contact-importer"
+        "#,
+    )
+    .unwrap();
+    // Within a stage a step follows the step that provides what it needs.
+    assert_eq!(
+        names(&a),
+        ["validator", "contact-importer", "distribution-scheduler"]
+    );
+}
+
+#[test]
+fn a_fixed_mailing_list_satisfies_the_scheduler() {
+    let doc = r#"
+        client = "acme"
+        [[steps]]
+        kind = "validator"
+        [[steps]]
+        kind = "distribution-scheduler"
+        settings = { mailing_list_id = "CG_123" }
+    "#;
+    let a = resolve(doc).unwrap();
+    assert_eq!(a.steps[1].settings.param("mailing_list_id"), Some("CG_123"));
+    let err = resolve(&doc.replace("settings = { mailing_list_id = \"CG_123\" }", "")).unwrap_err();
+    assert!(err.contains("add contact-importer"), "{err}");
+    assert!(
+        err.contains("distribution-scheduler.mailing_list_id"),
+        "{err}"
+    );
+}
+
+#[test]
+fn answers_round_trip_through_the_file_format() {
+    let a = resolve(
+        r#"
+        client = "acme"
+        source = "sftp"
+        schedule = "cron(0 6 * * ? *)"
+        environments = ["dev", "staging", "prod"]
+        [[steps]]
+        kind = "validator"
+        settings = { batch_size = 2 }
+        [[steps]]
+        kind = "response-importer"
+        "#,
+    )
+    .unwrap();
+    let file = a.to_file("9.9.9");
+    let text = toml::to_string(&file).unwrap();
+    let back: AnswersFile = toml::from_str(&text).unwrap();
+    assert_eq!(back.etlgen_version.as_deref(), Some("9.9.9"));
+    assert_eq!(Answers::resolve(&back, Catalog::builtin()).unwrap(), a);
+    // The poller came with the source, so it is not written back.
+    assert!(!text.contains("sftp-poller"), "{text}");
+}
+
+#[test]
+fn bad_answers_name_the_field() {
+    for (doc, needle) in [
+        ("", "missing client"),
+        ("client = \"../x\"", "invalid client"),
+        (
+            "client = \"a\"\nsource = \"ftp\"",
+            "invalid source \"ftp\": expected one of: s3, sftp, http",
+        ),
+        ("client = \"a\"\nregion = \"mars-1\"", "invalid region"),
+        ("client = \"a\"\ndatacenter = \"x\"", "invalid datacenter"),
+        ("client = \"a\"\nschedule = \"daily\"", "invalid schedule"),
+        ("client = \"a\"\nenvironments = []", "missing environments"),
+        (
+            "client = \"a\"\nenvironments = [\"dev\", \"dev\"]",
+            "listed twice",
+        ),
+        (
+            "client = \"a\"\nenvironments = [\"local\"]",
+            "reserved for the emulator",
+        ),
+        (
+            "client = \"a\"\nenvironments = [\"Prod\"]",
+            "invalid environment",
+        ),
+        ("client = \"a\"\nsteps = []", "missing services"),
+        (
+            "client = \"a\"\n[[steps]]\nkind = \"mailer\"",
+            "invalid steps[0].kind \"mailer\": unknown service",
+        ),
+        (
+            "client = \"a\"\n[[steps]]\nkind = \"sftp-poller\"",
+            "comes with its source",
+        ),
+        (
+            "client = \"a\"\n[[steps]]\nkind = \"validator\"\nname = \"x/y\"",
+            "invalid step name",
+        ),
+        (
+            "client = \"a\"\n[[steps]]\nkind = \"validator\"\n[[steps]]\nkind = \"validator\"\nname = \"v2\"",
+            "validator may appear only once",
+        ),
+        (
+            "client = \"a\"\n[[steps]]\nkind = \"notifier\"\n[[steps]]\nkind = \"notifier\"",
+            "two steps are named \"notifier\"",
+        ),
+        (
+            "client = \"a\"\n[[steps]]\nkind = \"contact-importer\"",
+            "needs a records",
+        ),
+        ("client = \"a\"\ncolour = \"red\"", "unknown field `colour`"),
+        ("client = 5", "invalid type"),
+    ] {
+        let err = resolve(doc).unwrap_err();
+        assert!(err.contains(needle), "{doc:?}: {err}");
+    }
+}
+
+#[test]
+fn derived_aws_names_must_fit() {
+    let client = "c".repeat(50);
+    let err = resolve(&format!(
+        "client = \"{client}\"\n[[steps]]\nkind = \"validator\"\nname = \"long-validator-name\""
+    ))
+    .unwrap_err();
+    assert!(
+        err.contains("would be 76 characters; AWS allows 64"),
+        "{err}"
+    );
+}

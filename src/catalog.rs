@@ -1,0 +1,285 @@
+//! The service catalog: what etlgen can put in a client pipeline.
+//!
+//! The catalog is data (`catalog.toml`, embedded in the binary), in the style
+//! of cargo-lambda's template manifest, so that adding a kind or changing a
+//! default is an edit to one file instead of `if`s scattered through the
+//! renderer. This module only parses it and answers questions about it.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::OnceLock;
+
+use serde::{Deserialize, Serialize};
+
+const CATALOG_TOML: &str = include_str!("catalog.toml");
+
+/// The whole catalog: sources, step kinds and the defaults of `new --yes`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Catalog {
+    /// Where a pipeline's input comes from.
+    #[serde(rename = "source")]
+    pub sources: Vec<SourceKind>,
+    /// The step kinds, in pipeline order within each stage.
+    #[serde(rename = "kind")]
+    pub kinds: Vec<StepKind>,
+    /// The answers `--yes` accepts.
+    pub defaults: Defaults,
+}
+
+/// A source kind: how client data enters the pipeline.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceKind {
+    /// Catalog id, as given to `--source`.
+    pub id: String,
+    /// One line for `etlgen list`.
+    pub description: String,
+    /// The step kind this source adds at the head of the pipeline, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
+}
+
+/// Where in the pipeline a kind runs. Steps are ordered by stage first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stage {
+    /// Brings client data into the landing zone.
+    Source,
+    /// Stores raw input, parses and validates it.
+    Pre,
+    /// One Qualtrics API call per message.
+    Processing,
+    /// Exports and notifications.
+    Post,
+}
+
+impl fmt::Display for Stage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Stage::Source => "source",
+            Stage::Pre => "pre-processing",
+            Stage::Processing => "processing",
+            Stage::Post => "post-processing",
+        })
+    }
+}
+
+/// A step kind: one SQS queue + one Lambda + one DLQ.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepKind {
+    /// Catalog id, as given to `--services`.
+    pub id: String,
+    /// Pipeline stage.
+    pub stage: Stage,
+    /// One line for `etlgen list`.
+    pub description: String,
+    /// Whether a user may choose it (`sftp-poller` comes with the sftp source).
+    pub selectable: bool,
+    /// Whether it may appear more than once under different names.
+    pub repeatable: bool,
+    /// Capabilities an earlier step must provide (or a param must configure).
+    #[serde(default)]
+    pub requires: Vec<String>,
+    /// Capabilities this kind provides to later steps.
+    #[serde(default)]
+    pub provides: Vec<String>,
+    /// Hook points the client may override in the step's `hooks.rs`.
+    pub hooks: Vec<String>,
+    /// Default queue and function settings.
+    pub settings: StepSettings,
+    /// Kind-specific parameters, rendered into the step's config.
+    #[serde(default)]
+    pub params: Vec<Param>,
+}
+
+/// Queue, trigger and function settings of one step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepSettings {
+    /// SQS messages per invocation.
+    pub batch_size: u32,
+    /// `MaximumBatchingWindowInSeconds`.
+    pub batching_window_seconds: u32,
+    /// `ScalingConfig.MaximumConcurrency`.
+    pub max_concurrency: u32,
+    /// FIFO queue with one message group.
+    pub fifo: bool,
+    /// Lambda timeout.
+    pub timeout_seconds: u32,
+    /// Lambda memory.
+    pub memory_mb: u32,
+    /// Receives before a message moves to the DLQ.
+    pub max_receive_count: u32,
+}
+
+/// A kind-specific parameter.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Param {
+    /// Key in the answers' `[steps.settings]` and in the step's config.
+    pub name: String,
+    /// One line of help.
+    pub help: String,
+    /// Default value; `None` means unset unless the answers set it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<String>,
+    /// Allowed values, when the parameter is a choice.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub choices: Vec<String>,
+    /// A requirement of the kind that setting this parameter satisfies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub satisfies: Option<String>,
+}
+
+/// The answers `new --yes` accepts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Defaults {
+    /// Source kind id.
+    pub source: String,
+    /// Step kind ids.
+    pub services: Vec<String>,
+    /// AWS region.
+    pub region: String,
+    /// Qualtrics datacenter id.
+    pub datacenter: String,
+    /// Deployment environments.
+    pub environments: Vec<String>,
+}
+
+impl Catalog {
+    /// The catalog embedded in this etlgen binary, parsed once.
+    pub fn builtin() -> &'static Catalog {
+        static CATALOG: OnceLock<Catalog> = OnceLock::new();
+        CATALOG.get_or_init(|| {
+            toml::from_str(CATALOG_TOML).expect("the embedded catalog.toml is checked by tests")
+        })
+    }
+
+    /// Looks a step kind up by id.
+    pub fn kind(&self, id: &str) -> Option<&StepKind> {
+        self.kinds.iter().find(|k| k.id == id)
+    }
+
+    /// Looks a source kind up by id.
+    pub fn source(&self, id: &str) -> Option<&SourceKind> {
+        self.sources.iter().find(|s| s.id == id)
+    }
+
+    /// The kinds a user may choose, in catalog order.
+    pub fn selectable_kinds(&self) -> impl Iterator<Item = &StepKind> {
+        self.kinds.iter().filter(|k| k.selectable)
+    }
+
+    /// The comma-separated ids of the selectable kinds, for error messages.
+    pub fn selectable_ids(&self) -> String {
+        self.selectable_kinds()
+            .map(|k| k.id.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// The comma-separated ids of the sources, for error messages.
+    pub fn source_ids(&self) -> String {
+        self.sources
+            .iter()
+            .map(|s| s.id.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// Which kinds provide each capability, for error messages.
+    pub fn providers(&self) -> BTreeMap<&str, Vec<&str>> {
+        let mut out: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for kind in &self.kinds {
+            for cap in &kind.provides {
+                out.entry(cap.as_str()).or_default().push(kind.id.as_str());
+            }
+        }
+        out
+    }
+}
+
+impl StepKind {
+    /// The parameter named `name`, if this kind has one.
+    pub fn param(&self, name: &str) -> Option<&Param> {
+        self.params.iter().find(|p| p.name == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    #[test]
+    fn embedded_catalog_parses_and_ids_are_unique() {
+        let catalog: Catalog = toml::from_str(CATALOG_TOML).unwrap();
+        let kinds: BTreeSet<_> = catalog.kinds.iter().map(|k| &k.id).collect();
+        assert_eq!(kinds.len(), catalog.kinds.len(), "duplicate kind id");
+        let sources: BTreeSet<_> = catalog.sources.iter().map(|s| &s.id).collect();
+        assert_eq!(sources.len(), catalog.sources.len(), "duplicate source id");
+    }
+
+    #[test]
+    fn the_issue_names_every_kind_and_source() {
+        let catalog = Catalog::builtin();
+        for id in [
+            "validator",
+            "contact-importer",
+            "distribution-scheduler",
+            "response-importer",
+            "exporter",
+            "notifier",
+        ] {
+            assert!(catalog.kind(id).is_some_and(|k| k.selectable), "{id}");
+        }
+        for id in ["s3", "sftp", "http"] {
+            assert!(catalog.source(id).is_some(), "{id}");
+        }
+    }
+
+    #[test]
+    fn every_requirement_has_a_provider_and_source_steps_exist() {
+        let catalog = Catalog::builtin();
+        let providers = catalog.providers();
+        for kind in &catalog.kinds {
+            for cap in &kind.requires {
+                assert!(
+                    providers.contains_key(cap.as_str()),
+                    "{} needs {cap}",
+                    kind.id
+                );
+            }
+            assert!(!kind.hooks.is_empty(), "{} has no hook points", kind.id);
+        }
+        for source in &catalog.sources {
+            if let Some(step) = &source.step {
+                let kind = catalog.kind(step).expect("source step kind exists");
+                assert_eq!(kind.stage, Stage::Source);
+            }
+        }
+    }
+
+    #[test]
+    fn param_defaults_are_among_their_choices() {
+        for kind in &Catalog::builtin().kinds {
+            for p in &kind.params {
+                if let (Some(d), false) = (&p.default, p.choices.is_empty()) {
+                    assert!(p.choices.contains(d), "{}.{}", kind.id, p.name);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn default_services_are_selectable_kinds() {
+        let catalog = Catalog::builtin();
+        assert!(catalog.source(&catalog.defaults.source).is_some());
+        for s in &catalog.defaults.services {
+            assert!(catalog.kind(s).is_some_and(|k| k.selectable), "{s}");
+        }
+    }
+}
