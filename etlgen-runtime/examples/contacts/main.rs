@@ -1,0 +1,20 @@
+//! The `import-contacts` Lambda: imports each batch into the run's mailing list.
+//!
+//! Owned by etlgen and regenerated; the client's code goes in `hooks.rs`.
+mod hooks;
+
+use etlgen_runtime::config::ConfigSources;
+
+const CONFIG: ConfigSources = ConfigSources {
+    default: include_str!("../config/default.toml"),
+    environments: &[
+        ("dev", include_str!("../config/dev.toml")),
+        ("prod", include_str!("../config/prod.toml")),
+    ],
+};
+
+fn main() -> Result<(), etlgen_runtime::Error> {
+    etlgen_runtime::lambda::run::<
+        etlgen_runtime::kinds::contacts::ContactImporter<hooks::ClientHooks>,
+    >("import-contacts", &CONFIG)
+}

@@ -1,0 +1,268 @@
+//! The real ports on the official AWS SDK for Rust: S3, SQS, SNS and Secrets Manager.
+//!
+//! [`services`] builds every client once at cold start from `[aws]` (region, and an
+//! `endpoint_url` so the same binary runs against a local emulator such as moto), fetches the
+//! Qualtrics secret once, and returns the [`Services`] a step uses for its whole life.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use aws_sdk_s3::config::http::HttpResponse;
+use aws_sdk_s3::error::SdkError;
+use aws_sdk_s3::primitives::ByteStream;
+use bytes::Bytes;
+
+use crate::StepError;
+use crate::config::Config;
+use crate::ports::{
+    Notifications, ObjectReader, ObjectStore, OutgoingMessage, Queue, SecretStore, Services,
+    Unconfigured,
+};
+use crate::qualtrics;
+
+/// Builds every port from configuration. Called once per cold start.
+pub async fn services(config: &Config) -> Result<Services, crate::Error> {
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+    if let Some(region) = &config.aws.region {
+        loader = loader.region(aws_config::Region::new(region.clone()));
+    }
+    if let Some(url) = &config.aws.endpoint_url {
+        loader = loader.endpoint_url(url);
+    }
+    let sdk = loader.load().await;
+    let s3_config = aws_sdk_s3::config::Builder::from(&sdk)
+        .force_path_style(config.aws.force_path_style)
+        .build();
+    let secrets = SecretsManager(aws_sdk_secretsmanager::Client::new(&sdk));
+    let qualtrics: Arc<dyn crate::ports::QualtricsApi> = match &config.qualtrics {
+        Some(q) => {
+            let secret = secrets.secret(&q.secret_id).await?;
+            Arc::new(qualtrics::Client::new(q, &secret)?)
+        }
+        None => Arc::new(Unconfigured("[qualtrics]")),
+    };
+    Ok(Services {
+        qualtrics,
+        objects: Arc::new(S3(aws_sdk_s3::Client::from_conf(s3_config))),
+        queue: Arc::new(Sqs(aws_sdk_sqs::Client::new(&sdk))),
+        notifications: Arc::new(Sns(aws_sdk_sns::Client::new(&sdk))),
+        sftp: Arc::new(Unconfigured(
+            "an SFTP client (none is built into this runtime yet)",
+        )),
+    })
+}
+
+/// Classifies an SDK error: a service error by its HTTP status, a construction error as
+/// permanent, anything on the wire (timeouts, dispatch failures) as retryable.
+fn classify<E>(what: String, e: SdkError<E, HttpResponse>) -> StepError
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let status = e.raw_response().map(|r| r.status().as_u16());
+    let error = match (&e, status) {
+        (SdkError::ConstructionFailure(_), _) => StepError::permanent(what),
+        (SdkError::TimeoutError(_), _) => StepError::timeout(what),
+        (_, Some(status)) => StepError::from_status(status, what),
+        _ => StepError::retryable(what),
+    };
+    error.with_source(e)
+}
+
+/// S3 as the [`ObjectStore`].
+#[derive(Debug, Clone)]
+pub struct S3(pub aws_sdk_s3::Client);
+
+#[async_trait]
+impl ObjectStore for S3 {
+    async fn get(&self, bucket: &str, key: &str) -> Result<Option<ObjectReader>, StepError> {
+        match self.0.get_object().bucket(bucket).key(key).send().await {
+            Ok(out) => Ok(Some(Box::pin(out.body.into_async_read()))),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => Ok(None),
+            Err(e) => Err(classify(format!("GetObject s3://{bucket}/{key}"), e)),
+        }
+    }
+
+    async fn put(&self, bucket: &str, key: &str, body: Bytes) -> Result<(), StepError> {
+        self.0
+            .put_object()
+            .bucket(bucket)
+            .key(key)
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| classify(format!("PutObject s3://{bucket}/{key}"), e))
+    }
+
+    async fn put_if_absent(&self, bucket: &str, key: &str, body: Bytes) -> Result<bool, StepError> {
+        let result = self
+            .0
+            .put_object()
+            .bucket(bucket)
+            .key(key)
+            .if_none_match("*")
+            .body(ByteStream::from(body))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 412) => Ok(false),
+            Err(e) => Err(classify(
+                format!("conditional PutObject s3://{bucket}/{key}"),
+                e,
+            )),
+        }
+    }
+
+    async fn copy(
+        &self,
+        from_bucket: &str,
+        from_key: &str,
+        to_bucket: &str,
+        to_key: &str,
+    ) -> Result<(), StepError> {
+        let source = format!(
+            "{from_bucket}/{}",
+            percent_encoding::utf8_percent_encode(from_key, COPY_SOURCE)
+        );
+        self.0
+            .copy_object()
+            .copy_source(source)
+            .bucket(to_bucket)
+            .key(to_key)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| {
+                classify(
+                    format!("CopyObject s3://{from_bucket}/{from_key} to {to_key}"),
+                    e,
+                )
+            })
+    }
+
+    async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<String>, StepError> {
+        let mut keys = Vec::new();
+        let mut pages = self
+            .0
+            .list_objects_v2()
+            .bucket(bucket)
+            .prefix(prefix)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page =
+                page.map_err(|e| classify(format!("ListObjectsV2 s3://{bucket}/{prefix}"), e))?;
+            keys.extend(
+                page.contents()
+                    .iter()
+                    .filter_map(|o| o.key().map(str::to_owned)),
+            );
+        }
+        keys.sort();
+        Ok(keys)
+    }
+}
+
+/// What `x-amz-copy-source` needs encoded: everything but unreserved characters and `/`.
+const COPY_SOURCE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'/')
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// SQS as the [`Queue`].
+#[derive(Debug, Clone)]
+pub struct Sqs(pub aws_sdk_sqs::Client);
+
+#[async_trait]
+impl Queue for Sqs {
+    async fn send_batch(
+        &self,
+        queue_url: &str,
+        messages: Vec<OutgoingMessage>,
+    ) -> Result<(), StepError> {
+        for chunk in messages.chunks(crate::step::SEND_BATCH_MAX) {
+            let entries = chunk
+                .iter()
+                .map(|m| {
+                    aws_sdk_sqs::types::SendMessageBatchRequestEntry::builder()
+                        .id(&m.id)
+                        .message_body(&m.body)
+                        .set_message_group_id(m.group_id.clone())
+                        .set_message_deduplication_id(m.dedup_id.clone())
+                        .build()
+                        .map_err(|e| StepError::permanent("invalid SQS batch entry").with_source(e))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let out = self
+                .0
+                .send_message_batch()
+                .queue_url(queue_url)
+                .set_entries(Some(entries))
+                .send()
+                .await
+                .map_err(|e| classify(format!("SendMessageBatch {queue_url}"), e))?;
+            if let Some(failed) = out.failed().first() {
+                let message = format!(
+                    "SendMessageBatch {queue_url}: {} of {} entries failed, first {}: {}",
+                    out.failed().len(),
+                    chunk.len(),
+                    failed.code(),
+                    failed.message().unwrap_or("")
+                );
+                return Err(if failed.sender_fault() {
+                    StepError::permanent(message)
+                } else {
+                    StepError::retryable(message)
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// SNS as the [`Notifications`] port.
+#[derive(Debug, Clone)]
+pub struct Sns(pub aws_sdk_sns::Client);
+
+#[async_trait]
+impl Notifications for Sns {
+    async fn publish(
+        &self,
+        topic_arn: &str,
+        subject: &str,
+        message: &str,
+    ) -> Result<(), StepError> {
+        self.0
+            .publish()
+            .topic_arn(topic_arn)
+            .subject(subject)
+            .message(message)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| classify(format!("Publish {topic_arn}"), e))
+    }
+}
+
+/// Secrets Manager as the [`SecretStore`].
+#[derive(Debug, Clone)]
+pub struct SecretsManager(pub aws_sdk_secretsmanager::Client);
+
+#[async_trait]
+impl SecretStore for SecretsManager {
+    async fn secret(&self, id: &str) -> Result<String, StepError> {
+        let out = self
+            .0
+            .get_secret_value()
+            .secret_id(id)
+            .send()
+            .await
+            .map_err(|e| classify(format!("GetSecretValue {id}"), e))?;
+        out.secret_string()
+            .map(str::to_owned)
+            .ok_or_else(|| StepError::permanent(format!("secret {id} has no string value")))
+    }
+}

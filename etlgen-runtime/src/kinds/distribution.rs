@@ -1,0 +1,291 @@
+//! The `distribution-scheduler` step: one distribution per run, after every contact batch.
+//!
+//! This is the pipeline's fan-in. Every imported batch sends a message here; each one reads
+//! the run manifest (written by the validator before its last batch leaves) and counts the
+//! batch markers. Only a message that finds every batch done goes on, and a claim object
+//! makes sure one of them schedules the distribution (`POST /distributions`), for a time
+//! relative to the logical date. The result is stored, so a redelivery re-emits it instead
+//! of scheduling again. Nothing depends on timing.
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::envelope::{Envelope, LogicalDate};
+use crate::error::StepError;
+use crate::kinds::contacts::ContactsImported;
+use crate::kinds::{
+    Output, RunManifest, batch_marker_prefix, emit_all, manifest_key, read_state, write_state,
+};
+use crate::qualtrics::{ApiRequest, endpoint};
+use crate::step::{InitContext, Step, StepContext};
+use crate::zones;
+
+/// The catalog id.
+pub const KIND: &str = "distribution-scheduler";
+
+/// The overridable hook methods of [`Hooks`].
+pub const HOOKS: &[&str] = &[
+    "send_time",
+    "build_request",
+    "handle_response",
+    "choose_output",
+];
+
+/// `[steps.<name>]` of a distribution scheduler.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Settings {
+    /// The survey (`SV_…`).
+    pub survey_id: String,
+    /// The message library (`UR_…` or `GR_…`).
+    pub library_id: String,
+    /// The message (`MS_…`).
+    pub message_id: String,
+    /// The sender address.
+    pub from_email: String,
+    /// The sender name.
+    pub from_name: String,
+    /// The subject.
+    pub subject: String,
+    /// The reply-to address.
+    #[serde(default)]
+    pub reply_to_email: Option<String>,
+    /// Hours after midnight UTC of the logical date to send at (may be negative).
+    #[serde(default = "default_send_offset")]
+    pub send_offset_hours: i64,
+    /// Days the survey link stays valid after sending.
+    #[serde(default = "default_expiration")]
+    pub expiration_days: i64,
+    /// `Individual`, `Multiple` or `Anonymous`.
+    #[serde(default = "default_link_type")]
+    pub link_type: String,
+    /// Wait for every batch of the run (the fan-in); `false` schedules per message.
+    #[serde(default = "default_true")]
+    pub wait_for_all_batches: bool,
+}
+
+fn default_send_offset() -> i64 {
+    9
+}
+
+fn default_expiration() -> i64 {
+    30
+}
+
+fn default_link_type() -> String {
+    "Individual".to_owned()
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// What the step emits once per run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DistributionScheduled {
+    /// The distribution (`EMD_…`).
+    pub distribution_id: String,
+    /// The list it goes to.
+    pub mailing_list_id: String,
+    /// When it is sent (RFC 3339, UTC).
+    pub send_date: String,
+}
+
+/// The client's hooks of a distribution scheduler.
+pub trait Hooks: Send + Sync + 'static {
+    /// When the distribution is sent.
+    ///
+    /// By default midnight UTC of the logical date plus `send_offset_hours`; see
+    /// [`send_time`].
+    fn send_time(&self, date: LogicalDate, settings: &Settings) -> time::OffsetDateTime {
+        send_time(date, settings)
+    }
+
+    /// Builds the request.
+    ///
+    /// By default a `POST /distributions` of the configured message to the run's list; see
+    /// [`build_request`].
+    fn build_request(
+        &self,
+        mailing_list_id: &str,
+        send_at: time::OffsetDateTime,
+        settings: &Settings,
+    ) -> ApiRequest {
+        build_request(mailing_list_id, send_at, settings)
+    }
+
+    /// Reads the response.
+    ///
+    /// By default `result.id` is the distribution id; see [`handle_response`].
+    fn handle_response(
+        &self,
+        response: &crate::qualtrics::ApiResponse,
+        mailing_list_id: &str,
+        send_at: time::OffsetDateTime,
+    ) -> Result<DistributionScheduled, StepError> {
+        handle_response(response, mailing_list_id, send_at)
+    }
+
+    /// Decides what goes to the next step.
+    ///
+    /// By default the result, keyed `distribution` so it is the same whichever batch
+    /// triggered it; see [`choose_output`].
+    fn choose_output(
+        &self,
+        scheduled: DistributionScheduled,
+    ) -> Vec<Output<DistributionScheduled>> {
+        choose_output(scheduled)
+    }
+}
+
+/// Formats a time as Qualtrics expects: `2024-05-01T09:00:00Z`.
+pub fn qualtrics_time(at: time::OffsetDateTime) -> String {
+    let at = at.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+        at.year(),
+        u8::from(at.month()),
+        at.day(),
+        at.hour(),
+        at.minute(),
+        at.second()
+    )
+}
+
+/// The default of [`Hooks::send_time`].
+pub fn send_time(date: LogicalDate, settings: &Settings) -> time::OffsetDateTime {
+    date.start_utc() + time::Duration::hours(settings.send_offset_hours)
+}
+
+/// The default of [`Hooks::build_request`].
+pub fn build_request(
+    mailing_list_id: &str,
+    send_at: time::OffsetDateTime,
+    settings: &Settings,
+) -> ApiRequest {
+    let mut header = json!({ "fromEmail": settings.from_email, "fromName": settings.from_name, "subject": settings.subject });
+    if let Some(reply_to) = &settings.reply_to_email {
+        header["replyToEmail"] = json!(reply_to);
+    }
+    let expires = send_at + time::Duration::days(settings.expiration_days);
+    ApiRequest::post_json(
+        endpoint::CREATE_DISTRIBUTION,
+        "distributions",
+        json!({
+            "message": { "libraryId": settings.library_id, "messageId": settings.message_id },
+            "recipients": { "mailingListId": mailing_list_id },
+            "header": header,
+            "surveyLink": { "surveyId": settings.survey_id, "expirationDate": qualtrics_time(expires), "type": settings.link_type },
+            "sendDate": qualtrics_time(send_at),
+        }),
+    )
+}
+
+/// The default of [`Hooks::handle_response`].
+pub fn handle_response(
+    response: &crate::qualtrics::ApiResponse,
+    mailing_list_id: &str,
+    send_at: time::OffsetDateTime,
+) -> Result<DistributionScheduled, StepError> {
+    #[derive(Deserialize)]
+    struct Id {
+        id: String,
+    }
+    let id: Id = response.result()?;
+    Ok(DistributionScheduled {
+        distribution_id: id.id,
+        mailing_list_id: mailing_list_id.to_owned(),
+        send_date: qualtrics_time(send_at),
+    })
+}
+
+/// The default of [`Hooks::choose_output`].
+pub fn choose_output(scheduled: DistributionScheduled) -> Vec<Output<DistributionScheduled>> {
+    vec![Output::new("distribution", scheduled)]
+}
+
+/// The distribution scheduler step.
+#[derive(Debug, Clone)]
+pub struct DistributionScheduler<H> {
+    /// The client's hooks.
+    pub hooks: H,
+    /// The settings.
+    pub settings: Settings,
+}
+
+impl<H: Hooks> DistributionScheduler<H> {
+    /// True once the manifest exists and every batch it counts has its marker.
+    pub async fn run_complete<T>(input: &Envelope<T>, cx: &StepContext) -> Result<bool, StepError> {
+        let Some(manifest) =
+            read_state::<RunManifest>(cx, &manifest_key(input.logical_date, &input.run_id)).await?
+        else {
+            return Ok(false);
+        };
+        let prefix = batch_marker_prefix(input.logical_date, &input.run_id);
+        let done = cx
+            .services()
+            .objects
+            .list(cx.data_bucket(), &prefix)
+            .await?
+            .len() as u64;
+        tracing::info!(done, expected = manifest.batches, "fan-in check");
+        Ok(done >= manifest.batches)
+    }
+}
+
+impl<H: Hooks + Default> Step for DistributionScheduler<H> {
+    type Input = ContactsImported;
+    const KIND: &'static str = KIND;
+
+    fn init(cx: &InitContext<'_>) -> Result<Self, crate::Error> {
+        Ok(Self {
+            hooks: H::default(),
+            settings: cx.settings()?,
+        })
+    }
+
+    async fn process(
+        &self,
+        input: &Envelope<ContactsImported>,
+        cx: &StepContext,
+    ) -> Result<(), StepError> {
+        let result_key = zones::run_state(
+            input.logical_date,
+            &input.run_id,
+            &format!("{}/result.json", cx.step_name()),
+        );
+        if let Some(done) = read_state::<DistributionScheduled>(cx, &result_key).await? {
+            return emit_all(input, self.hooks.choose_output(done), cx).await;
+        }
+        if self.settings.wait_for_all_batches && !Self::run_complete(input, cx).await? {
+            tracing::info!("run not complete yet; a later batch will schedule the distribution");
+            return Ok(());
+        }
+        let claim_key = zones::run_state(
+            input.logical_date,
+            &input.run_id,
+            &format!("{}/claim", cx.step_name()),
+        );
+        let me = input.idempotency_key.to_string();
+        let objects = &cx.services().objects;
+        let claimed = objects
+            .put_if_absent(cx.data_bucket(), &claim_key, Bytes::from(me.clone()))
+            .await?;
+        if !claimed
+            && crate::ports::read_small(&**objects, cx.data_bucket(), &claim_key)
+                .await?
+                .as_deref()
+                != Some(me.as_bytes())
+        {
+            tracing::info!("another message of this run schedules the distribution");
+            return Ok(());
+        }
+        let send_at = self.hooks.send_time(input.logical_date, &self.settings);
+        let list = &input.payload.mailing_list_id;
+        let request = self.hooks.build_request(list, send_at, &self.settings);
+        let response = cx.services().qualtrics.send(request).await?;
+        let scheduled = self.hooks.handle_response(&response, list, send_at)?;
+        write_state(cx, &result_key, &scheduled).await?;
+        emit_all(input, self.hooks.choose_output(scheduled), cx).await
+    }
+}

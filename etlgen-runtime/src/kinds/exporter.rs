@@ -1,0 +1,261 @@
+//! The `exporter` step: a run's survey responses back to the client (S3 or SFTP).
+//!
+//! It starts a response export for the logical date (`POST /surveys/{id}/export-responses`),
+//! polls until the file is ready, downloads it and writes it to the client's destination
+//! under a key derived from the run, so a redelivery overwrites the same object instead of
+//! adding another.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::envelope::Envelope;
+use crate::error::StepError;
+use crate::kinds::distribution::qualtrics_time;
+use crate::kinds::{Output, emit_all, poll};
+use crate::qualtrics::{ApiRequest, endpoint};
+use crate::step::{InitContext, Step, StepContext};
+
+/// The catalog id.
+pub const KIND: &str = "exporter";
+
+/// The overridable hook methods of [`Hooks`].
+pub const HOOKS: &[&str] = &["build_request", "destination", "choose_output"];
+
+/// `[steps.<name>]` of an exporter.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Settings {
+    /// The survey (`SV_…`).
+    pub survey_id: String,
+    /// `csv`, `json`, `ndjson`, `tsv`, `spss` or `xml`.
+    #[serde(default = "default_format")]
+    pub format: String,
+    /// The client's bucket; the data bucket when absent. Ignored when `sftp_dir` is set.
+    #[serde(default)]
+    pub bucket: Option<String>,
+    /// The prefix in that bucket.
+    #[serde(default = "default_prefix")]
+    pub prefix: String,
+    /// Write to this directory of the client's SFTP server instead of S3.
+    #[serde(default)]
+    pub sftp_dir: Option<String>,
+    /// Milliseconds between progress polls.
+    #[serde(default = "default_poll_ms")]
+    pub poll_interval_ms: u64,
+    /// Progress polls before giving up (retryable).
+    #[serde(default = "default_max_polls")]
+    pub max_polls: u32,
+}
+
+fn default_format() -> String {
+    "csv".to_owned()
+}
+
+fn default_prefix() -> String {
+    "exports/".to_owned()
+}
+
+fn default_poll_ms() -> u64 {
+    2000
+}
+
+fn default_max_polls() -> u32 {
+    60
+}
+
+/// Where an export goes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "to", rename_all = "lowercase")]
+pub enum Destination {
+    /// An S3 object.
+    S3 {
+        /// The bucket.
+        bucket: String,
+        /// The key.
+        key: String,
+    },
+    /// A file on the client's SFTP server.
+    Sftp {
+        /// The path.
+        path: String,
+    },
+}
+
+/// What the step emits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExportWritten {
+    /// Where the file went.
+    pub destination: Destination,
+    /// Its size in bytes.
+    pub bytes: u64,
+}
+
+/// The client's hooks of an exporter.
+pub trait Hooks: Send + Sync + 'static {
+    /// Builds the export request.
+    ///
+    /// By default the responses recorded on the logical date, zipped, in the configured
+    /// format; see [`build_request`].
+    fn build_request(
+        &self,
+        input: &Envelope<serde_json::Value>,
+        settings: &Settings,
+    ) -> ApiRequest {
+        build_request(input, settings)
+    }
+
+    /// Where the file goes.
+    ///
+    /// By default `<prefix><logical_date>/<run_id>/responses.zip` in the bucket, or that
+    /// name in `sftp_dir`; see [`destination`].
+    fn destination(
+        &self,
+        input: &Envelope<serde_json::Value>,
+        settings: &Settings,
+        data_bucket: &str,
+    ) -> Destination {
+        destination(input, settings, data_bucket)
+    }
+
+    /// Decides what goes to the next step.
+    ///
+    /// By default the written location, keyed `export`; see [`choose_output`].
+    fn choose_output(&self, written: ExportWritten) -> Vec<Output<ExportWritten>> {
+        choose_output(written)
+    }
+}
+
+/// The default of [`Hooks::build_request`].
+pub fn build_request(input: &Envelope<serde_json::Value>, settings: &Settings) -> ApiRequest {
+    let start = input.logical_date.start_utc();
+    ApiRequest::post_json(
+        endpoint::EXPORT_RESPONSES,
+        format!("surveys/{}/export-responses", settings.survey_id),
+        json!({
+            "format": settings.format,
+            "startDate": qualtrics_time(start),
+            "endDate": qualtrics_time(start + time::Duration::days(1)),
+            "compress": true,
+        }),
+    )
+}
+
+/// The default of [`Hooks::destination`].
+pub fn destination(
+    input: &Envelope<serde_json::Value>,
+    settings: &Settings,
+    data_bucket: &str,
+) -> Destination {
+    let name = format!("{}/{}/responses.zip", input.logical_date, input.run_id);
+    match &settings.sftp_dir {
+        Some(dir) => Destination::Sftp {
+            path: format!("{}/{}", dir.trim_end_matches('/'), name.replace('/', "_")),
+        },
+        None => Destination::S3 {
+            bucket: settings
+                .bucket
+                .clone()
+                .unwrap_or_else(|| data_bucket.to_owned()),
+            key: format!("{}{name}", settings.prefix),
+        },
+    }
+}
+
+/// The default of [`Hooks::choose_output`].
+pub fn choose_output(written: ExportWritten) -> Vec<Output<ExportWritten>> {
+    vec![Output::new("export", written)]
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Progress {
+    #[serde(default)]
+    progress_id: Option<String>,
+    #[serde(default)]
+    status: String,
+    #[serde(default)]
+    file_id: Option<String>,
+}
+
+/// The exporter step.
+#[derive(Debug, Clone)]
+pub struct Exporter<H> {
+    /// The client's hooks.
+    pub hooks: H,
+    /// The settings.
+    pub settings: Settings,
+}
+
+impl<H: Hooks + Default> Step for Exporter<H> {
+    type Input = serde_json::Value;
+    const KIND: &'static str = KIND;
+
+    fn init(cx: &InitContext<'_>) -> Result<Self, crate::Error> {
+        Ok(Self {
+            hooks: H::default(),
+            settings: cx.settings()?,
+        })
+    }
+
+    async fn process(
+        &self,
+        input: &Envelope<serde_json::Value>,
+        cx: &StepContext,
+    ) -> Result<(), StepError> {
+        let api = &cx.services().qualtrics;
+        let started: Progress = api
+            .send(self.hooks.build_request(input, &self.settings))
+            .await?
+            .result()?;
+        let progress_id = started
+            .progress_id
+            .ok_or_else(|| StepError::permanent("export started without a progressId"))?;
+        let base = format!("surveys/{}/export-responses", self.settings.survey_id);
+        let file_id = poll(
+            "response export",
+            Duration::from_millis(self.settings.poll_interval_ms),
+            self.settings.max_polls,
+            || async {
+                let progress: Progress = api
+                    .send(ApiRequest::get(
+                        endpoint::EXPORT_RESPONSES_PROGRESS,
+                        format!("{base}/{progress_id}"),
+                    ))
+                    .await?
+                    .result()?;
+                match progress.status.to_ascii_lowercase().as_str() {
+                    "failed" => Err(StepError::permanent(format!("export {progress_id} failed"))),
+                    "complete" => progress
+                        .file_id
+                        .map(Some)
+                        .ok_or_else(|| StepError::permanent("export complete without a fileId")),
+                    _ => Ok(None),
+                }
+            },
+        )
+        .await?;
+        let file = api
+            .send(ApiRequest::get(
+                endpoint::EXPORT_RESPONSES_FILE,
+                format!("{base}/{file_id}/file"),
+            ))
+            .await?
+            .body;
+        let destination = self
+            .hooks
+            .destination(input, &self.settings, cx.data_bucket());
+        let bytes = file.len() as u64;
+        match &destination {
+            Destination::S3 { bucket, key } => cx.services().objects.put(bucket, key, file).await?,
+            Destination::Sftp { path } => cx.services().sftp.write(path, file).await?,
+        }
+        emit_all(
+            input,
+            self.hooks
+                .choose_output(ExportWritten { destination, bytes }),
+            cx,
+        )
+        .await
+    }
+}

@@ -1,0 +1,142 @@
+//! One module per catalog step kind.
+//!
+//! Each kind module has the same shape, so etlgen's templates are the same for every kind:
+//!
+//! - `pub const KIND: &str`: the catalog id;
+//! - `pub const HOOKS: &[&str]`: the names of the overridable hook methods;
+//! - `pub trait Hooks`: only default methods, each documented "By default …" and delegating
+//!   to a public free function of the same name, so an override can still call it;
+//! - the step type, generic over the hooks (`DistributionScheduler<H>`), implementing
+//!   [`crate::step::Step`];
+//! - `Settings`: the kind's `[steps.<name>]` keys.
+
+pub mod contacts;
+pub mod distribution;
+pub mod exporter;
+pub mod notifier;
+pub mod responses;
+pub mod sources;
+pub mod validator;
+
+use serde::{Deserialize, Serialize};
+
+use crate::envelope::{Envelope, LogicalDate, RunId};
+use crate::error::StepError;
+use crate::ports::read_small;
+use crate::step::StepContext;
+use crate::zones;
+
+/// One record: column name to value.
+pub type Record = serde_json::Map<String, serde_json::Value>;
+
+/// A batch of validated records, the payload between the validator and loaders.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RecordBatch {
+    /// The records.
+    pub records: Vec<Record>,
+}
+
+/// One output of a step: the payload for the next step and its record key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Output<T> {
+    /// The record key of the next envelope (its idempotency key derives from it).
+    pub record_key: String,
+    /// The payload.
+    pub payload: T,
+}
+
+impl<T> Output<T> {
+    /// An output.
+    pub fn new(record_key: impl Into<String>, payload: T) -> Self {
+        Self {
+            record_key: record_key.into(),
+            payload,
+        }
+    }
+}
+
+/// Sends outputs to the next step.
+pub async fn emit_all<I, T: Serialize>(
+    input: &Envelope<I>,
+    outputs: Vec<Output<T>>,
+    cx: &StepContext,
+) -> Result<(), StepError> {
+    for output in outputs {
+        cx.emit(&cx.next_envelope(input, output.record_key, output.payload))
+            .await?;
+    }
+    Ok(())
+}
+
+/// The run manifest the validator writes once it knows how many batches a run has; the
+/// fan-in of the distribution scheduler counts completed batches against it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunManifest {
+    /// Batches sent to the next step.
+    pub batches: u64,
+    /// Valid records.
+    pub valid: u64,
+    /// Rejected records.
+    pub rejected: u64,
+}
+
+/// `runs/<date>/<run>/manifest.json`.
+pub fn manifest_key(date: LogicalDate, run: &RunId) -> String {
+    zones::run_state(date, run, "manifest.json")
+}
+
+/// `runs/<date>/<run>/batches/`: one marker per loaded batch.
+pub fn batch_marker_prefix(date: LogicalDate, run: &RunId) -> String {
+    zones::run_state(date, run, "batches/")
+}
+
+/// Reads a small JSON state object.
+pub async fn read_state<T: serde::de::DeserializeOwned>(
+    cx: &StepContext,
+    key: &str,
+) -> Result<Option<T>, StepError> {
+    match read_small(&*cx.services().objects, cx.data_bucket(), key).await? {
+        Some(bytes) => Ok(Some(serde_json::from_slice(&bytes).map_err(|e| {
+            StepError::permanent(format!("corrupt state object {key}")).with_source(e)
+        })?)),
+        None => Ok(None),
+    }
+}
+
+/// Writes a small JSON state object.
+pub async fn write_state<T: Serialize>(
+    cx: &StepContext,
+    key: &str,
+    value: &T,
+) -> Result<(), StepError> {
+    let body = serde_json::to_vec(value)?;
+    cx.services()
+        .objects
+        .put(cx.data_bucket(), key, body.into())
+        .await
+}
+
+/// Polls until `done` says the job finished, at most `max_polls` times, `interval` apart.
+/// Running out of polls is retryable: the job is still running on the server.
+pub async fn poll<T, F, Fut>(
+    what: &str,
+    interval: std::time::Duration,
+    max_polls: u32,
+    mut check: F,
+) -> Result<T, StepError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<T>, StepError>>,
+{
+    for attempt in 0..max_polls.max(1) {
+        if attempt > 0 {
+            tokio::time::sleep(interval).await;
+        }
+        if let Some(done) = check().await? {
+            return Ok(done);
+        }
+    }
+    Err(StepError::retryable(format!(
+        "{what} still running after {max_polls} polls"
+    )))
+}

@@ -1,0 +1,447 @@
+//! The validator: the first step of every pipeline.
+//!
+//! It turns whatever arrived (an S3 event for a landed file, an envelope from the SFTP
+//! poller, an HTTP submission forwarded by API Gateway) into a run, stores the input in the
+//! raw zone before touching it, then streams it row by row in constant memory: each row is
+//! checked against the schema declared in config, rejected rows go to a report the client
+//! can read, valid rows go on in batches. Once it knows the number of batches it writes the
+//! run manifest, *before* sending the last batch, so the fan-in downstream never depends on
+//! timing.
+
+pub mod read;
+pub mod schema;
+
+use std::collections::HashSet;
+use std::hash::{Hash, Hasher};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use tokio_util::io::SyncIoBridge;
+
+use crate::envelope::{Envelope, RunId};
+use crate::error::StepError;
+use crate::kinds::sources::{http, s3};
+use crate::kinds::{Output, Record, RecordBatch, RunManifest, emit_all, manifest_key, write_state};
+use crate::step::{InitContext, Message, Step, StepContext};
+use crate::zones;
+
+pub use read::Format;
+pub use schema::{Column, ColumnType};
+
+/// The catalog id.
+pub const KIND: &str = "validator";
+
+/// The overridable hook methods of [`Hooks`].
+pub const HOOKS: &[&str] = &["parse_source", "validate_row", "map", "choose_output"];
+
+/// `[steps.<name>]` of a validator.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    /// The file format (`auto`, `csv`, `jsonl`).
+    pub format: Format,
+    /// The declared columns.
+    pub columns: Vec<Column>,
+    /// The primary key column; rows repeating a key are rejected. Memory grows by eight
+    /// bytes per distinct key (a 64-bit hash is kept, not the key).
+    pub primary_key: Option<String>,
+    /// Records per output batch.
+    pub batch_size: usize,
+    /// Rejected rows per report object.
+    pub report_rows: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            format: Format::Auto,
+            columns: Vec::new(),
+            primary_key: None,
+            batch_size: 100,
+            report_rows: 10_000,
+        }
+    }
+}
+
+/// What a validator run reads.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "source", rename_all = "lowercase")]
+pub enum Source {
+    /// A landed object.
+    Object {
+        /// The bucket.
+        bucket: String,
+        /// The key.
+        key: String,
+    },
+    /// A submission carried in the message (HTTP).
+    Inline {
+        /// The format of `body`.
+        format: Format,
+        /// The submitted text.
+        body: String,
+    },
+}
+
+/// The client's hooks of a validator. Every method has a default.
+pub trait Hooks: Send + Sync + 'static {
+    /// Turns a message into a run.
+    ///
+    /// By default it accepts an envelope, an S3 event notification or an HTTP submission;
+    /// see [`parse_source`].
+    fn parse_source(
+        &self,
+        message: &Message<'_>,
+        cx: &StepContext,
+    ) -> Result<Envelope<Source>, StepError> {
+        parse_source(message, cx)
+    }
+
+    /// Checks one row, converting its values in place; the error is the rejection reason
+    /// written to the report beside the row.
+    ///
+    /// By default it applies the declared columns; see [`validate_row`].
+    fn validate_row(&self, row: &mut Record, settings: &Settings) -> Result<(), String> {
+        validate_row(row, settings)
+    }
+
+    /// Reshapes a valid row for the next step.
+    ///
+    /// By default the row is unchanged; see [`map`].
+    fn map(&self, row: Record) -> Result<Record, String> {
+        map(row)
+    }
+
+    /// Decides what a full batch becomes.
+    ///
+    /// By default one output per batch, keyed `batch-000001`, …; see [`choose_output`].
+    fn choose_output(&self, batch: RecordBatch, batch_number: u64) -> Vec<Output<RecordBatch>> {
+        choose_output(batch, batch_number)
+    }
+}
+
+/// The default of [`Hooks::parse_source`].
+///
+/// An envelope is read as such. An S3 event becomes a run whose id derives from the bucket,
+/// key and ETag, for the date found in the key (`…/2024-05-01/…`) or else the event's date.
+/// Anything else is an HTTP submission for the date it carries or the day SQS received it.
+pub fn parse_source(
+    message: &Message<'_>,
+    cx: &StepContext,
+) -> Result<Envelope<Source>, StepError> {
+    let pipeline = &cx.config().pipeline.name;
+    if message.body.contains("\"schema_version\"") {
+        return crate::step::parse(message);
+    }
+    if let Some(event) = s3::parse_event(message.body) {
+        let event = event?;
+        let date = s3::date_in_key(&event.key)
+            .or(event.event_date)
+            .ok_or_else(|| StepError::permanent("S3 event without a date"))?;
+        let identity = format!(
+            "s3://{}/{}@{}",
+            event.bucket,
+            event.key,
+            event.etag.as_deref().unwrap_or("")
+        );
+        let source = Source::Object {
+            bucket: event.bucket,
+            key: event.key,
+        };
+        return Ok(Envelope::new(
+            pipeline.clone(),
+            RunId::derive(pipeline, &identity),
+            date,
+            cx.step_name(),
+            "file",
+            source,
+        ));
+    }
+    let submission = http::parse_submission(message.body)?;
+    let date = submission
+        .logical_date
+        .or_else(|| message.sent_timestamp_ms.and_then(http::date_of_timestamp))
+        .ok_or_else(|| {
+            StepError::permanent("submission has no logical_date and no SentTimestamp")
+        })?;
+    let run = RunId::derive(pipeline, &format!("http:{}", message.body));
+    let source = Source::Inline {
+        format: submission.format,
+        body: submission.body,
+    };
+    Ok(Envelope::new(
+        pipeline.clone(),
+        run,
+        date,
+        cx.step_name(),
+        "submission",
+        source,
+    ))
+}
+
+/// The default of [`Hooks::validate_row`]: the declared columns' rules.
+pub fn validate_row(row: &mut Record, settings: &Settings) -> Result<(), String> {
+    schema::check_row(row, &settings.columns)
+}
+
+/// The default of [`Hooks::map`]: the row unchanged.
+pub fn map(row: Record) -> Result<Record, String> {
+    Ok(row)
+}
+
+/// The default of [`Hooks::choose_output`]: one output per batch.
+pub fn choose_output(batch: RecordBatch, batch_number: u64) -> Vec<Output<RecordBatch>> {
+    vec![Output::new(format!("batch-{batch_number:06}"), batch)]
+}
+
+/// The validator step.
+#[derive(Debug, Clone)]
+pub struct Validator<H> {
+    /// The client's hooks.
+    pub hooks: H,
+    /// The settings.
+    pub settings: Settings,
+}
+
+impl<H: Hooks + Default> Step for Validator<H> {
+    type Input = Source;
+    const KIND: &'static str = KIND;
+
+    fn init(cx: &InitContext<'_>) -> Result<Self, crate::Error> {
+        Ok(Self {
+            hooks: H::default(),
+            settings: cx.settings()?,
+        })
+    }
+
+    fn parse(
+        &self,
+        message: &Message<'_>,
+        cx: &StepContext,
+    ) -> Result<Envelope<Source>, StepError> {
+        self.hooks.parse_source(message, cx)
+    }
+
+    async fn process(&self, input: &Envelope<Source>, cx: &StepContext) -> Result<(), StepError> {
+        let (raw_key, format) = store_raw(input, cx).await?;
+        let reader = cx
+            .services()
+            .objects
+            .get(cx.data_bucket(), &raw_key)
+            .await?
+            .ok_or_else(|| StepError::retryable(format!("raw copy {raw_key} not readable yet")))?;
+        let (tx, mut rx) = mpsc::channel(8);
+        let bridge = SyncIoBridge::new(reader);
+        let reading = tokio::task::spawn_blocking(move || read::read_rows(bridge, format, tx));
+        let mut run = RunState::new(self, input, cx);
+        while let Some(chunk) = rx.recv().await {
+            for (line, row) in chunk {
+                run.row(line, row).await?;
+            }
+        }
+        reading
+            .await
+            .map_err(|e| StepError::retryable("reader thread failed").with_source(e))?
+            .map_err(|e| StepError::retryable(format!("reading {raw_key}")).with_source(e))?;
+        run.finish().await
+    }
+}
+
+async fn store_raw(
+    input: &Envelope<Source>,
+    cx: &StepContext,
+) -> Result<(String, Format), StepError> {
+    let objects = &cx.services().objects;
+    match &input.payload {
+        Source::Object { bucket, key } => {
+            let raw = zones::raw(input.logical_date, &input.run_id, key);
+            objects.copy(bucket, key, cx.data_bucket(), &raw).await?;
+            let format: Settings = cx
+                .config()
+                .step_settings(cx.step_name())
+                .unwrap_or_default();
+            Ok((raw, format.format.resolve(key)))
+        }
+        Source::Inline { format, body } => {
+            let format = format.resolve("submission");
+            let name = if format == Format::Jsonl {
+                "submission.jsonl"
+            } else {
+                "submission.csv"
+            };
+            let raw = zones::raw(input.logical_date, &input.run_id, name);
+            objects
+                .put(cx.data_bucket(), &raw, body.clone().into())
+                .await?;
+            Ok((raw, format))
+        }
+    }
+}
+
+struct RunState<'a, H> {
+    step: &'a Validator<H>,
+    input: &'a Envelope<Source>,
+    cx: &'a StepContext,
+    batch: Vec<Record>,
+    batches: u64,
+    pending: Vec<Output<RecordBatch>>,
+    emitted: u64,
+    valid: u64,
+    rejected: u64,
+    seen: HashSet<u64>,
+    report: csv::Writer<Vec<u8>>,
+    report_rows: usize,
+    reports: u64,
+}
+
+impl<'a, H: Hooks> RunState<'a, H> {
+    fn new(step: &'a Validator<H>, input: &'a Envelope<Source>, cx: &'a StepContext) -> Self {
+        Self {
+            step,
+            input,
+            cx,
+            batch: Vec::new(),
+            batches: 0,
+            pending: Vec::new(),
+            emitted: 0,
+            valid: 0,
+            rejected: 0,
+            seen: HashSet::new(),
+            report: report_writer(),
+            report_rows: 0,
+            reports: 0,
+        }
+    }
+
+    async fn row(&mut self, line: u64, row: Result<Record, String>) -> Result<(), StepError> {
+        let hooks = &self.step.hooks;
+        let mut row = match row {
+            Ok(row) => row,
+            Err(reason) => return self.reject(line, &reason, None).await,
+        };
+        if let Err(reason) = hooks
+            .validate_row(&mut row, &self.step.settings)
+            .and_then(|()| self.dedup(&row))
+        {
+            return self.reject(line, &reason, Some(&row)).await;
+        }
+        match hooks.map(row) {
+            Ok(row) => {
+                self.valid += 1;
+                self.batch.push(row);
+                if self.batch.len() >= self.step.settings.batch_size.max(1) {
+                    self.cut_batch().await?;
+                }
+            }
+            Err(reason) => self.reject(line, &reason, None).await?,
+        }
+        Ok(())
+    }
+
+    fn dedup(&mut self, row: &Record) -> Result<(), String> {
+        let Some(column) = &self.step.settings.primary_key else {
+            return Ok(());
+        };
+        let key = row.get(column).map(|v| v.to_string()).unwrap_or_default();
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        key.hash(&mut hasher);
+        if self.seen.insert(hasher.finish()) {
+            Ok(())
+        } else {
+            Err(format!("duplicate primary key {column} = {key}"))
+        }
+    }
+
+    /// Closes the current batch; the previous one is sent, this one is held back so the
+    /// manifest is always written before the last batch leaves.
+    async fn cut_batch(&mut self) -> Result<(), StepError> {
+        self.batches += 1;
+        let batch = RecordBatch {
+            records: std::mem::take(&mut self.batch),
+        };
+        let outputs = self.step.hooks.choose_output(batch, self.batches);
+        let previous = std::mem::replace(&mut self.pending, outputs);
+        self.emitted += previous.len() as u64;
+        emit_all(self.input, previous, self.cx).await
+    }
+
+    async fn reject(
+        &mut self,
+        line: u64,
+        reason: &str,
+        row: Option<&Record>,
+    ) -> Result<(), StepError> {
+        self.rejected += 1;
+        self.report_rows += 1;
+        let record = row
+            .map(|r| serde_json::Value::Object(r.clone()).to_string())
+            .unwrap_or_default();
+        self.report
+            .write_record([line.to_string().as_str(), reason, record.as_str()])
+            .map_err(|e| StepError::retryable("writing the report").with_source(e))?;
+        if self.report_rows >= self.step.settings.report_rows.max(1) {
+            self.flush_report().await?;
+        }
+        Ok(())
+    }
+
+    async fn flush_report(&mut self) -> Result<(), StepError> {
+        if self.report_rows == 0 {
+            return Ok(());
+        }
+        self.reports += 1;
+        let writer = std::mem::replace(&mut self.report, report_writer());
+        let body = writer
+            .into_inner()
+            .map_err(|e| StepError::retryable("writing the report").with_source(e.into_error()))?;
+        let key = self.report_key(&format!("rejected-{:06}.csv", self.reports));
+        self.report_rows = 0;
+        self.cx
+            .services()
+            .objects
+            .put(self.cx.data_bucket(), &key, body.into())
+            .await
+    }
+
+    fn report_key(&self, name: &str) -> String {
+        zones::report(
+            self.input.logical_date,
+            &self.input.run_id,
+            self.cx.step_name(),
+            name,
+        )
+    }
+
+    async fn finish(mut self) -> Result<(), StepError> {
+        if !self.batch.is_empty() {
+            self.cut_batch().await?;
+        }
+        self.flush_report().await?;
+        let manifest = RunManifest {
+            batches: self.emitted + self.pending.len() as u64,
+            valid: self.valid,
+            rejected: self.rejected,
+        };
+        write_state(self.cx, &self.report_key("summary.json"), &manifest).await?;
+        write_state(
+            self.cx,
+            &manifest_key(self.input.logical_date, &self.input.run_id),
+            &manifest,
+        )
+        .await?;
+        tracing::info!(
+            valid = self.valid,
+            rejected = self.rejected,
+            batches = manifest.batches,
+            "validated"
+        );
+        emit_all(self.input, std::mem::take(&mut self.pending), self.cx).await
+    }
+}
+
+fn report_writer() -> csv::Writer<Vec<u8>> {
+    let mut writer = csv::Writer::from_writer(Vec::new());
+    // Writing to a Vec cannot fail.
+    let _ = writer.write_record(["line", "reason", "record"]);
+    writer
+}

@@ -1,0 +1,206 @@
+//! The row schema declared in config, and the default row check.
+//!
+//! Kept apart from the step so the rules a client reads about ("required", "email", …) are
+//! in one short file with their tests.
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::envelope::LogicalDate;
+use crate::kinds::Record;
+
+/// A column's type; values are converted to it (CSV cells arrive as text).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ColumnType {
+    /// Any text.
+    #[default]
+    String,
+    /// A signed 64-bit integer.
+    Integer,
+    /// A floating-point number.
+    Number,
+    /// `true`/`false`, `yes`/`no`, `1`/`0`.
+    Boolean,
+    /// An e-mail address.
+    Email,
+    /// A `YYYY-MM-DD` date.
+    Date,
+}
+
+/// One declared column: `{ name = "email", type = "email", required = true }`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Column {
+    /// The column name, as in the file's header.
+    pub name: String,
+    /// The type.
+    #[serde(rename = "type", default)]
+    pub kind: ColumnType,
+    /// Whether an empty or missing value rejects the row.
+    #[serde(default)]
+    pub required: bool,
+}
+
+/// Checks a row against the declared columns and converts the values to their types.
+/// Undeclared columns pass through unchanged. The error is the rejection reason.
+pub fn check_row(row: &mut Record, columns: &[Column]) -> Result<(), String> {
+    let mut converted = Vec::with_capacity(columns.len());
+    for column in columns {
+        let value = match row.get(&column.name) {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) if s.trim().is_empty() => None,
+            Some(value) => Some(value),
+        };
+        match value {
+            None if column.required => {
+                return Err(format!("missing required column {:?}", column.name));
+            }
+            None => {}
+            Some(value) => converted.push((
+                &column.name,
+                convert(value, column.kind)
+                    .map_err(|why| format!("column {:?}: {why}", column.name))?,
+            )),
+        }
+    }
+    // Only a valid row is changed, so a rejected one is reported exactly as it was read.
+    for (name, value) in converted {
+        row.insert(name.clone(), value);
+    }
+    Ok(())
+}
+
+fn convert(value: &Value, kind: ColumnType) -> Result<Value, String> {
+    let text = match value {
+        Value::String(s) => s.trim().to_owned(),
+        other => other.to_string(),
+    };
+    match kind {
+        ColumnType::String => Ok(Value::String(text)),
+        ColumnType::Integer => text
+            .parse::<i64>()
+            .map(Value::from)
+            .map_err(|_| format!("{text:?} is not an integer")),
+        ColumnType::Number => text
+            .parse::<f64>()
+            .ok()
+            .and_then(serde_json::Number::from_f64)
+            .map(Value::Number)
+            .ok_or_else(|| format!("{text:?} is not a number")),
+        ColumnType::Boolean => match text.to_ascii_lowercase().as_str() {
+            "true" | "yes" | "1" => Ok(Value::Bool(true)),
+            "false" | "no" | "0" => Ok(Value::Bool(false)),
+            _ => Err(format!("{text:?} is not a boolean")),
+        },
+        ColumnType::Email if is_email(&text) => Ok(Value::String(text)),
+        ColumnType::Email => Err(format!("{text:?} is not an e-mail address")),
+        ColumnType::Date => text
+            .parse::<LogicalDate>()
+            .map(|d| Value::String(d.to_string()))
+            .map_err(|_| format!("{text:?} is not a YYYY-MM-DD date")),
+    }
+}
+
+/// The shape check of an e-mail address: one `@`, a non-empty local part, a dotted domain,
+/// no spaces. A full RFC 5322 parser would accept addresses (quoted local parts, IP
+/// literals) that Qualtrics rejects anyway, so a crate would add nothing here.
+pub fn is_email(text: &str) -> bool {
+    let Some((local, domain)) = text.split_once('@') else {
+        return false;
+    };
+    !local.is_empty()
+        && !domain.contains('@')
+        && !text.chars().any(char::is_whitespace)
+        && domain.split('.').count() >= 2
+        && domain.split('.').all(|label| !label.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn columns() -> Vec<Column> {
+        toml::from_str::<Wrapper>(
+            r#"columns = [
+                { name = "id", type = "integer", required = true },
+                { name = "email", type = "email", required = true },
+                { name = "score", type = "number" },
+                { name = "opt_in", type = "boolean" },
+                { name = "visited", type = "date" },
+            ]"#,
+        )
+        .unwrap()
+        .columns
+    }
+
+    #[derive(Deserialize)]
+    struct Wrapper {
+        columns: Vec<Column>,
+    }
+
+    fn row(value: serde_json::Value) -> Record {
+        value.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn valid_rows_are_converted_and_extra_columns_kept() {
+        let mut out = row(
+            json!({"id": " 42 ", "email": "a@b.co", "score": "1.5", "opt_in": "yes", "visited": "2024-05-01", "x": "y"}),
+        );
+        check_row(&mut out, &columns()).unwrap();
+        assert_eq!(
+            Value::Object(out),
+            json!({"id": 42, "email": "a@b.co", "score": 1.5, "opt_in": true, "visited": "2024-05-01", "x": "y"})
+        );
+    }
+
+    #[test]
+    fn optional_columns_may_be_empty_or_absent() {
+        let mut r = row(json!({"id": "1", "email": "a@b.co", "score": ""}));
+        assert!(check_row(&mut r, &columns()).is_ok());
+    }
+
+    #[test]
+    fn each_rule_has_a_reason() {
+        let cases = [
+            (json!({"email": "a@b.co"}), "missing required column \"id\""),
+            (json!({"id": "x", "email": "a@b.co"}), "not an integer"),
+            (json!({"id": "1", "email": "nope"}), "not an e-mail"),
+            (
+                json!({"id": "1", "email": "a@b.co", "score": "high"}),
+                "not a number",
+            ),
+            (
+                json!({"id": "1", "email": "a@b.co", "opt_in": "maybe"}),
+                "not a boolean",
+            ),
+            (
+                json!({"id": "1", "email": "a@b.co", "visited": "2024-13-01"}),
+                "not a YYYY-MM-DD",
+            ),
+        ];
+        for (input, reason) in cases {
+            let mut r = row(input.clone());
+            let err = check_row(&mut r, &columns()).unwrap_err();
+            assert_eq!(
+                Value::Object(r),
+                input,
+                "a rejected row is reported as it was read"
+            );
+            assert!(err.contains(reason), "{input}: {err}");
+        }
+    }
+
+    #[test]
+    fn email_shapes() {
+        for ok in ["a@b.co", "first.last+tag@sub.example.org"] {
+            assert!(is_email(ok), "{ok}");
+        }
+        for bad in [
+            "", "a", "@b.co", "a@b", "a@@b.co", "a b@c.de", "a@b..co", "a@.co",
+        ] {
+            assert!(!is_email(bad), "{bad}");
+        }
+    }
+}

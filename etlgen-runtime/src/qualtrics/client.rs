@@ -1,0 +1,341 @@
+//! The real Qualtrics client: reqwest with rustls, auth, rate limits and retries.
+//!
+//! - **Auth**: `X-API-TOKEN`, or OAuth client credentials (`POST /oauth2/token` with HTTP
+//!   Basic, cached until shortly before it expires, dropped on a 401).
+//! - **Rate limits**: one governor limiter per endpoint name, sized from
+//!   `[qualtrics.rate_limits]` or [`super::default_budget`]. Each Lambda instance has its
+//!   own limiters, so a budget is per instance: divide the brand's budget by the step's
+//!   maximum concurrency when configuring it.
+//! - **Retries**: 429, 5xx and timeouts are retried with exponential backoff and full
+//!   jitter (backon), bounded by `max_retries`. A `Retry-After` longer than the computed delay
+//!   wins; one longer than `backoff_max_ms` ends the retries, so the message goes back to SQS
+//!   instead of holding the Lambda.
+//! - **Logging**: every response logs its `meta.requestId`.
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use async_trait::async_trait;
+use backon::{ExponentialBuilder, Retryable};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use serde::Deserialize;
+use tokio::sync::Mutex;
+
+use super::{ApiRequest, ApiResponse, Body, Method, default_budget, parse_meta};
+use crate::StepError;
+use crate::config::{AuthMethod, QualtricsConfig};
+use crate::ports::QualtricsApi;
+
+enum Auth {
+    Token(String),
+    OAuth {
+        client_id: String,
+        client_secret: String,
+        scope: Option<String>,
+        cached: Mutex<Option<(String, Instant)>>,
+    },
+}
+
+/// The Qualtrics API client. Build it once at cold start with the fetched secret.
+pub struct Client {
+    http: reqwest::Client,
+    base_url: String,
+    auth: Auth,
+    limiters: HashMap<String, Arc<DefaultDirectRateLimiter>>,
+    budgets: std::collections::BTreeMap<String, u32>,
+    backoff: ExponentialBuilder,
+    max_backoff: Duration,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("base_url", &self.base_url)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Deserialize)]
+struct ClientCredentials {
+    client_id: String,
+    client_secret: String,
+}
+
+#[derive(Deserialize)]
+struct TokenResponse {
+    access_token: String,
+    #[serde(default)]
+    expires_in: Option<u64>,
+}
+
+/// Reads an API token from a secret: the raw token, or JSON with `api_token` or `token`.
+pub fn token_from_secret(secret: &str) -> String {
+    #[derive(Deserialize)]
+    struct Wrapped {
+        #[serde(alias = "token", alias = "apiToken", alias = "X-API-TOKEN")]
+        api_token: String,
+    }
+    serde_json::from_str::<Wrapped>(secret)
+        .map(|w| w.api_token)
+        .unwrap_or_else(|_| secret.trim().to_owned())
+}
+
+impl Client {
+    /// Builds the client from `[qualtrics]` and the secret's value.
+    pub fn new(config: &QualtricsConfig, secret: &str) -> Result<Self, crate::Error> {
+        let auth = match config.auth {
+            AuthMethod::Token => Auth::Token(token_from_secret(secret)),
+            AuthMethod::OAuth => {
+                let creds: ClientCredentials = serde_json::from_str(secret).map_err(|e| {
+                    format!("the OAuth secret must be JSON with client_id and client_secret: {e}")
+                })?;
+                Auth::OAuth {
+                    client_id: creds.client_id,
+                    client_secret: creds.client_secret,
+                    scope: config.oauth_scope.clone(),
+                    cached: Mutex::new(None),
+                }
+            }
+        };
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_millis(config.timeout_ms))
+            .build()?;
+        let backoff = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(config.backoff_base_ms))
+            .with_max_delay(Duration::from_millis(config.backoff_max_ms))
+            .with_max_times(config.max_retries)
+            .with_jitter();
+        Ok(Self {
+            http,
+            base_url: config.base_url(),
+            auth,
+            limiters: HashMap::new(),
+            budgets: config.rate_limits.clone(),
+            backoff,
+            max_backoff: Duration::from_millis(config.backoff_max_ms),
+        }
+        .with_limiters())
+    }
+
+    fn with_limiters(mut self) -> Self {
+        use super::endpoint::*;
+        let names = [
+            CREATE_MAILING_LIST,
+            IMPORT_TRANSACTION_CONTACTS,
+            TRANSACTION_CONTACTS_STATUS,
+            CREATE_DISTRIBUTION,
+            IMPORT_RESPONSES,
+            IMPORT_RESPONSES_PROGRESS,
+            EXPORT_RESPONSES,
+            EXPORT_RESPONSES_PROGRESS,
+            EXPORT_RESPONSES_FILE,
+            DEFAULT,
+        ];
+        for name in names {
+            let budget = self.budget(name);
+            let per_minute = NonZeroU32::new(budget).unwrap_or(NonZeroU32::MIN);
+            self.limiters.insert(
+                name.to_owned(),
+                Arc::new(RateLimiter::direct(Quota::per_minute(per_minute))),
+            );
+        }
+        self
+    }
+
+    /// The per-minute budget of an endpoint: configured, else documented, else `default`.
+    pub fn budget(&self, endpoint: &str) -> u32 {
+        if let Some(budget) = self.budgets.get(endpoint) {
+            return *budget;
+        }
+        if !KNOWN.contains(&endpoint) {
+            if let Some(budget) = self.budgets.get(super::endpoint::DEFAULT) {
+                return *budget;
+            }
+        }
+        default_budget(endpoint)
+    }
+
+    fn limiter(&self, endpoint: &str) -> &DefaultDirectRateLimiter {
+        self.limiters
+            .get(endpoint)
+            .or_else(|| self.limiters.get(super::endpoint::DEFAULT))
+            .expect("the default limiter is always built")
+    }
+
+    fn origin(&self) -> &str {
+        self.base_url
+            .trim_end_matches('/')
+            .trim_end_matches("/API/v3")
+    }
+
+    async fn bearer(&self) -> Result<Option<String>, StepError> {
+        let Auth::OAuth {
+            client_id,
+            client_secret,
+            scope,
+            cached,
+        } = &self.auth
+        else {
+            return Ok(None);
+        };
+        let mut cached = cached.lock().await;
+        if let Some((token, expires)) = &*cached {
+            if Instant::now() < *expires {
+                return Ok(Some(token.clone()));
+            }
+        }
+        let mut form = vec![("grant_type", "client_credentials")];
+        if let Some(scope) = scope {
+            form.push(("scope", scope));
+        }
+        let response = self
+            .http
+            .post(format!("{}/oauth2/token", self.origin()))
+            .basic_auth(client_id, Some(client_secret))
+            .form(&form)
+            .send()
+            .await
+            .map_err(transport_error)?;
+        let status = response.status().as_u16();
+        let body = response.bytes().await.map_err(transport_error)?;
+        if !(200..300).contains(&status) {
+            return Err(StepError::from_status(status, "OAuth token request failed"));
+        }
+        let token: TokenResponse = serde_json::from_slice(&body)
+            .map_err(|e| StepError::permanent(format!("unexpected OAuth token response: {e}")))?;
+        let lifetime = Duration::from_secs(token.expires_in.unwrap_or(3600).saturating_sub(60));
+        *cached = Some((token.access_token.clone(), Instant::now() + lifetime));
+        Ok(Some(token.access_token))
+    }
+
+    async fn forget_token(&self) {
+        if let Auth::OAuth { cached, .. } = &self.auth {
+            *cached.lock().await = None;
+        }
+    }
+
+    async fn attempt(&self, request: &ApiRequest) -> Result<ApiResponse, StepError> {
+        self.limiter(request.endpoint).until_ready().await;
+        let url = format!("{}{}", self.base_url, request.path.trim_start_matches('/'));
+        let method = match request.method {
+            Method::Get => reqwest::Method::GET,
+            Method::Post => reqwest::Method::POST,
+            Method::Put => reqwest::Method::PUT,
+            Method::Delete => reqwest::Method::DELETE,
+        };
+        let mut builder = self.http.request(method, &url).query(&request.query);
+        builder = match (&self.auth, self.bearer().await?) {
+            (_, Some(bearer)) => builder.bearer_auth(bearer),
+            (Auth::Token(token), None) => builder.header("X-API-TOKEN", token),
+            (Auth::OAuth { .. }, None) => builder,
+        };
+        for (name, value) in &request.headers {
+            builder = builder.header(name, value);
+        }
+        builder = match &request.body {
+            Body::Empty => builder,
+            Body::Json(value) => builder.json(value),
+            Body::Text { content_type, text } => builder
+                .header(reqwest::header::CONTENT_TYPE, content_type)
+                .body(text.clone()),
+        };
+        let response = builder.send().await.map_err(transport_error)?;
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_retry_after);
+        let body = response.bytes().await.map_err(transport_error)?;
+        let meta = parse_meta(&body);
+        let request_id = meta.request_id.clone();
+        tracing::info!(
+            endpoint = request.endpoint,
+            method = request.method.as_str(),
+            path = %request.path,
+            status,
+            request_id = request_id.as_deref().unwrap_or(""),
+            "qualtrics call"
+        );
+        if (200..300).contains(&status) {
+            return Ok(ApiResponse {
+                status,
+                request_id,
+                body,
+            });
+        }
+        if status == 401 {
+            self.forget_token().await;
+        }
+        let detail = meta.error.unwrap_or_default();
+        let message = format!(
+            "{} {}: {} {} (requestId {})",
+            request.method.as_str(),
+            request.path,
+            detail.error_code.unwrap_or_default(),
+            detail
+                .error_message
+                .unwrap_or_else(|| String::from_utf8_lossy(&body).chars().take(200).collect()),
+            request_id.as_deref().unwrap_or("unknown"),
+        );
+        let error = StepError::from_status(status, message);
+        Err(match retry_after {
+            Some(wait) => error.with_retry_after(wait),
+            None => error,
+        })
+    }
+}
+
+const KNOWN: &[&str] = &[
+    super::endpoint::CREATE_MAILING_LIST,
+    super::endpoint::IMPORT_TRANSACTION_CONTACTS,
+    super::endpoint::TRANSACTION_CONTACTS_STATUS,
+    super::endpoint::CREATE_DISTRIBUTION,
+    super::endpoint::IMPORT_RESPONSES,
+    super::endpoint::IMPORT_RESPONSES_PROGRESS,
+    super::endpoint::EXPORT_RESPONSES,
+    super::endpoint::EXPORT_RESPONSES_PROGRESS,
+    super::endpoint::EXPORT_RESPONSES_FILE,
+];
+
+fn transport_error(e: reqwest::Error) -> StepError {
+    if e.is_timeout() {
+        StepError::timeout(e.to_string()).with_source(e)
+    } else if e.is_decode() || e.is_builder() {
+        StepError::permanent(e.to_string()).with_source(e)
+    } else {
+        StepError::retryable(format!("transport error: {e}")).with_source(e)
+    }
+}
+
+/// Parses `Retry-After`: delay seconds or an HTTP date.
+pub fn parse_retry_after(value: &str) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(SystemTime::now()).unwrap_or_default())
+}
+
+#[async_trait]
+impl QualtricsApi for Client {
+    async fn send(&self, request: ApiRequest) -> Result<ApiResponse, StepError> {
+        let max_backoff = self.max_backoff;
+        (|| self.attempt(&request))
+            .retry(self.backoff)
+            .when(StepError::is_retryable)
+            .adjust(move |e, delay| {
+                let delay = delay?;
+                match e.retry_after() {
+                    Some(wait) if wait > max_backoff => None,
+                    Some(wait) => Some(wait.max(delay)),
+                    None => Some(delay),
+                }
+            })
+            .notify(|e, delay| tracing::warn!(error = %e, ?delay, "qualtrics call will be retried"))
+            .await
+    }
+}

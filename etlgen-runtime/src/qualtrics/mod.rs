@@ -1,0 +1,272 @@
+//! The Qualtrics API v3: request and response types, endpoint budgets, and the client.
+//!
+//! Steps build an [`ApiRequest`] (method, path relative to `…/API/v3/`, body, and the
+//! [`endpoint`] name that selects its rate-limit budget) and send it through the
+//! [`crate::ports::QualtricsApi`] port. The real implementation, [`client::Client`], adds
+//! authentication, per-endpoint rate limiting and retries; the fake in [`crate::testing`]
+//! records requests instead.
+
+pub mod client;
+
+use bytes::Bytes;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+
+use crate::StepError;
+
+pub use client::Client;
+
+/// Endpoint names: the keys of `[qualtrics.rate_limits]` and of [`default_budget`].
+pub mod endpoint {
+    /// `POST /directories/{id}/mailinglists`.
+    pub const CREATE_MAILING_LIST: &str = "create_mailing_list";
+    /// `POST …/mailinglists/{id}/transactioncontacts`.
+    pub const IMPORT_TRANSACTION_CONTACTS: &str = "import_transaction_contacts";
+    /// `GET …/transactioncontacts/{importId}`.
+    pub const TRANSACTION_CONTACTS_STATUS: &str = "transaction_contacts_status";
+    /// `POST /distributions`.
+    pub const CREATE_DISTRIBUTION: &str = "create_distribution";
+    /// `POST /surveys/{id}/import-responses`.
+    pub const IMPORT_RESPONSES: &str = "import_responses";
+    /// `GET /surveys/{id}/import-responses/{progressId}`.
+    pub const IMPORT_RESPONSES_PROGRESS: &str = "import_responses_progress";
+    /// `POST /surveys/{id}/export-responses`.
+    pub const EXPORT_RESPONSES: &str = "export_responses";
+    /// `GET /surveys/{id}/export-responses/{progressId}`.
+    pub const EXPORT_RESPONSES_PROGRESS: &str = "export_responses_progress";
+    /// `GET /surveys/{id}/export-responses/{fileId}/file`.
+    pub const EXPORT_RESPONSES_FILE: &str = "export_responses_file";
+    /// Any other call.
+    pub const DEFAULT: &str = "default";
+}
+
+/// The documented per-minute budget of an endpoint (the published limits vary; override
+/// them in `[qualtrics.rate_limits]`). Unknown names get the `default` budget of 500.
+pub fn default_budget(name: &str) -> u32 {
+    use endpoint::*;
+    match name {
+        IMPORT_TRANSACTION_CONTACTS
+        | IMPORT_RESPONSES
+        | IMPORT_RESPONSES_PROGRESS
+        | EXPORT_RESPONSES
+        | EXPORT_RESPONSES_FILE => 100,
+        EXPORT_RESPONSES_PROGRESS => 1000,
+        CREATE_DISTRIBUTION => 3000,
+        _ => 500,
+    }
+}
+
+/// An HTTP method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// GET.
+    Get,
+    /// POST.
+    Post,
+    /// PUT.
+    Put,
+    /// DELETE.
+    Delete,
+}
+
+impl Method {
+    /// The method's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Get => "GET",
+            Self::Post => "POST",
+            Self::Put => "PUT",
+            Self::Delete => "DELETE",
+        }
+    }
+}
+
+/// A request body.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Body {
+    /// No body.
+    Empty,
+    /// A JSON body (`Content-Type: application/json`).
+    Json(serde_json::Value),
+    /// A text body with its content type, such as CSV for a response import.
+    Text {
+        /// The content type.
+        content_type: String,
+        /// The text.
+        text: String,
+    },
+}
+
+/// One Qualtrics API call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiRequest {
+    /// The rate-limit budget this call draws from (an [`endpoint`] name).
+    pub endpoint: &'static str,
+    /// The method.
+    pub method: Method,
+    /// The path below `…/API/v3/`, without a leading slash.
+    pub path: String,
+    /// Query parameters (names are case-sensitive: `format`, not `Format`).
+    pub query: Vec<(String, String)>,
+    /// Extra headers, such as `Idempotency-Key`.
+    pub headers: Vec<(String, String)>,
+    /// The body.
+    pub body: Body,
+}
+
+impl ApiRequest {
+    /// A request without body.
+    pub fn new(endpoint: &'static str, method: Method, path: impl Into<String>) -> Self {
+        Self {
+            endpoint,
+            method,
+            path: path.into(),
+            query: Vec::new(),
+            headers: Vec::new(),
+            body: Body::Empty,
+        }
+    }
+
+    /// A `GET`.
+    pub fn get(endpoint: &'static str, path: impl Into<String>) -> Self {
+        Self::new(endpoint, Method::Get, path)
+    }
+
+    /// A `POST` with a JSON body.
+    pub fn post_json(
+        endpoint: &'static str,
+        path: impl Into<String>,
+        body: serde_json::Value,
+    ) -> Self {
+        Self::new(endpoint, Method::Post, path).body(Body::Json(body))
+    }
+
+    /// Sets the body.
+    pub fn body(mut self, body: Body) -> Self {
+        self.body = body;
+        self
+    }
+
+    /// Adds a header.
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// Adds a query parameter.
+    pub fn query(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.query.push((name.into(), value.into()));
+        self
+    }
+}
+
+/// A successful (2xx) response.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiResponse {
+    /// The HTTP status.
+    pub status: u16,
+    /// `meta.requestId`, for Qualtrics support.
+    pub request_id: Option<String>,
+    /// The raw body: JSON for API calls, a file for downloads.
+    pub body: Bytes,
+}
+
+#[derive(Deserialize)]
+struct Envelope<T> {
+    result: T,
+}
+
+/// The `meta` part of a Qualtrics response.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Meta {
+    /// The request id.
+    #[serde(default)]
+    pub request_id: Option<String>,
+    /// The status text, such as `"400 - Bad Request"`.
+    #[serde(default)]
+    pub http_status: Option<String>,
+    /// The error, on failure.
+    #[serde(default)]
+    pub error: Option<ApiErrorDetail>,
+}
+
+/// `meta.error` of an error response.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiErrorDetail {
+    /// The error code.
+    #[serde(default)]
+    pub error_code: Option<String>,
+    /// The message.
+    #[serde(default)]
+    pub error_message: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct MetaOnly {
+    #[serde(default)]
+    meta: Meta,
+}
+
+/// Reads `meta` from a response body, success or error; empty when the body has none.
+pub fn parse_meta(body: &[u8]) -> Meta {
+    serde_json::from_slice::<MetaOnly>(body)
+        .map(|m| m.meta)
+        .unwrap_or_default()
+}
+
+impl ApiResponse {
+    /// Parses `result` out of the `{"result":…,"meta":…}` envelope.
+    pub fn result<T: DeserializeOwned>(&self) -> Result<T, StepError> {
+        serde_json::from_slice::<Envelope<T>>(&self.body)
+            .map(|e| e.result)
+            .map_err(|e| {
+                StepError::permanent(format!(
+                    "unexpected Qualtrics response (requestId {}): {e}",
+                    self.request_id.as_deref().unwrap_or("unknown")
+                ))
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn result_and_meta_are_parsed() {
+        let body =
+            br#"{"result":{"id":"CG_1"},"meta":{"httpStatus":"200 - OK","requestId":"req-1"}}"#;
+        let response = ApiResponse {
+            status: 200,
+            request_id: parse_meta(body).request_id,
+            body: Bytes::from_static(body),
+        };
+        #[derive(Deserialize)]
+        struct Id {
+            id: String,
+        }
+        assert_eq!(response.result::<Id>().unwrap().id, "CG_1");
+        assert_eq!(response.request_id.as_deref(), Some("req-1"));
+        let err = response.result::<Vec<u8>>().unwrap_err();
+        assert!(err.to_string().contains("req-1"));
+    }
+
+    #[test]
+    fn error_envelope_is_parsed() {
+        let body = br#"{"meta":{"requestId":"r","httpStatus":"400 - Bad Request","error":{"errorCode":"RP_0.1","errorMessage":"bad"}}}"#;
+        let meta = parse_meta(body);
+        let error = meta.error.unwrap();
+        assert_eq!(error.error_code.as_deref(), Some("RP_0.1"));
+        assert_eq!(error.error_message.as_deref(), Some("bad"));
+        assert!(parse_meta(b"<html>").request_id.is_none());
+    }
+
+    #[test]
+    fn budgets_follow_the_documented_limits() {
+        assert_eq!(default_budget(endpoint::IMPORT_TRANSACTION_CONTACTS), 100);
+        assert_eq!(default_budget(endpoint::CREATE_DISTRIBUTION), 3000);
+        assert_eq!(default_budget("anything"), 500);
+    }
+}

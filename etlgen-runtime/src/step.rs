@@ -1,0 +1,260 @@
+//! The step abstraction: what one Lambda does with one message.
+//!
+//! A step kind implements [`Step`]: two required methods ([`Step::init`] once at cold start,
+//! [`Step::process`] per message) and documented defaults for the generic hook points,
+//! [`Step::parse`] and [`Step::validate`]. Each default delegates to a public free function
+//! of the same name ([`parse`], [`validate`]), in the style of syn's `Visit`, so an override
+//! can add to the default instead of replacing it:
+//!
+//! ```
+//! use etlgen_runtime::step::{self, Message, StepContext};
+//! use etlgen_runtime::{Envelope, StepError};
+//!
+//! fn my_validate(input: &Envelope<u32>, cx: &StepContext) -> Result<(), StepError> {
+//!     step::validate(input, cx)?; // the default checks first
+//!     if input.payload == 0 {
+//!         return Err(StepError::permanent("payload must not be zero"));
+//!     }
+//!     Ok(())
+//! }
+//! # let _ = my_validate;
+//! ```
+//!
+//! The kind-specific hook points (map, build the request, handle the response, choose the
+//! output) live on each kind's `Hooks` trait in [`crate::kinds`], with the same conventions.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::Mutex;
+
+use crate::config::{Config, StepConfig};
+use crate::envelope::Envelope;
+use crate::error::StepError;
+use crate::ports::{OutgoingMessage, Services};
+
+/// One received message, as a step sees it before parsing.
+#[derive(Debug, Clone, Copy)]
+pub struct Message<'a> {
+    /// The SQS message id.
+    pub id: &'a str,
+    /// The body.
+    pub body: &'a str,
+    /// When SQS first accepted the message (ms since the epoch); stable across redeliveries.
+    pub sent_timestamp_ms: Option<u64>,
+    /// How many times SQS has delivered it, starting at 1.
+    pub receive_count: u32,
+}
+
+/// What a step gets at cold start.
+#[derive(Debug, Clone, Copy)]
+pub struct InitContext<'a> {
+    /// The step's name (the `[steps.<name>]` table).
+    pub step_name: &'a str,
+    /// The resolved configuration.
+    pub config: &'a Config,
+    /// The ports.
+    pub services: &'a Services,
+}
+
+impl InitContext<'_> {
+    /// The kind's settings from `[steps.<name>]`, as a boxed error for `init`.
+    pub fn settings<T: DeserializeOwned>(&self) -> Result<T, crate::Error> {
+        Ok(self.config.step_settings(self.step_name)?)
+    }
+}
+
+/// A step kind. See the module documentation.
+pub trait Step: Send + Sync + Sized + 'static {
+    /// The payload this step reads.
+    type Input: DeserializeOwned + Send + Sync + 'static;
+
+    /// The catalog id of the kind (`validator`, `contact-importer`, …).
+    const KIND: &'static str;
+
+    /// Builds the step once at cold start: read settings, keep clients.
+    fn init(cx: &InitContext<'_>) -> Result<Self, crate::Error>;
+
+    /// Does the step's work for one envelope: at most one external effect, outputs through
+    /// [`StepContext::emit`].
+    fn process(
+        &self,
+        input: &Envelope<Self::Input>,
+        cx: &StepContext,
+    ) -> impl Future<Output = Result<(), StepError>> + Send;
+
+    /// Turns a message into an envelope.
+    ///
+    /// By default the body must be an [`Envelope`] of [`Step::Input`], and envelopes newer
+    /// than this runtime are refused; see [`parse`].
+    fn parse(
+        &self,
+        message: &Message<'_>,
+        cx: &StepContext,
+    ) -> Result<Envelope<Self::Input>, StepError> {
+        let _ = cx;
+        parse(message)
+    }
+
+    /// Checks an envelope before any effect.
+    ///
+    /// By default it checks that the envelope belongs to this pipeline and step and that its
+    /// idempotency key matches its fields; see [`validate`].
+    fn validate(&self, input: &Envelope<Self::Input>, cx: &StepContext) -> Result<(), StepError> {
+        validate(input, cx)
+    }
+}
+
+/// The default of [`Step::parse`]: reads the body as an envelope.
+pub fn parse<T: DeserializeOwned>(message: &Message<'_>) -> Result<Envelope<T>, StepError> {
+    Ok(Envelope::from_json(message.body)?)
+}
+
+/// The default of [`Step::validate`]: the envelope is for this pipeline and step, and its
+/// idempotency key was not tampered with.
+pub fn validate<T>(input: &Envelope<T>, cx: &StepContext) -> Result<(), StepError> {
+    let pipeline = &cx.config().pipeline.name;
+    if &input.pipeline != pipeline {
+        return Err(StepError::permanent(format!(
+            "envelope is for pipeline {:?}, this is {pipeline:?}",
+            input.pipeline
+        )));
+    }
+    if input.step != cx.step_name() {
+        return Err(StepError::permanent(format!(
+            "envelope is addressed to step {:?}, this is {:?}",
+            input.step,
+            cx.step_name()
+        )));
+    }
+    if !input.key_is_consistent() {
+        return Err(StepError::permanent(
+            "idempotency_key does not match pipeline, run_id, step and record_key",
+        ));
+    }
+    Ok(())
+}
+
+/// What a step sees while processing one message: configuration, ports and the outbox.
+#[derive(Debug)]
+pub struct StepContext {
+    step_name: Arc<str>,
+    config: Arc<Config>,
+    step_config: Arc<StepConfig>,
+    services: Services,
+    message_id: String,
+    outbox: Mutex<Vec<OutgoingMessage>>,
+}
+
+/// How many messages SQS takes in one `SendMessageBatch`.
+pub const SEND_BATCH_MAX: usize = 10;
+
+impl StepContext {
+    /// A context for one message.
+    pub fn new(
+        step_name: Arc<str>,
+        config: Arc<Config>,
+        services: Services,
+        message_id: impl Into<String>,
+    ) -> Self {
+        let step_config = Arc::new(config.step(&step_name));
+        Self {
+            step_name,
+            config,
+            step_config,
+            services,
+            message_id: message_id.into(),
+            outbox: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// This step's name.
+    pub fn step_name(&self) -> &str {
+        &self.step_name
+    }
+
+    /// The resolved configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// This step's common settings.
+    pub fn step_config(&self) -> &StepConfig {
+        &self.step_config
+    }
+
+    /// The ports.
+    pub fn services(&self) -> &Services {
+        &self.services
+    }
+
+    /// The bucket of the raw zone, reports and run state.
+    pub fn data_bucket(&self) -> &str {
+        &self.config.pipeline.data_bucket
+    }
+
+    /// The SQS message id being processed.
+    pub fn message_id(&self) -> &str {
+        &self.message_id
+    }
+
+    /// The name of the next step, or `"end"` for the last step of a pipeline.
+    pub fn next_step(&self) -> &str {
+        self.step_config.next_step.as_deref().unwrap_or("end")
+    }
+
+    /// The envelope for the next step, derived from `input`.
+    pub fn next_envelope<I, T>(
+        &self,
+        input: &Envelope<I>,
+        record_key: impl Into<String>,
+        payload: T,
+    ) -> Envelope<T> {
+        input.next(self.next_step(), record_key, payload)
+    }
+
+    /// Queues an envelope for the next step's queue. Messages go out with
+    /// `SendMessageBatch` ten at a time, and the rest when processing succeeds.
+    ///
+    /// A step with no `next_queue_url` is the last of its pipeline: its output is logged,
+    /// not sent.
+    pub async fn emit<T: Serialize>(&self, envelope: &Envelope<T>) -> Result<(), StepError> {
+        let Some(queue_url) = self.step_config.next_queue_url.clone() else {
+            tracing::info!(record_key = %envelope.record_key, "last step: output not forwarded");
+            return Ok(());
+        };
+        let body = envelope
+            .to_json()
+            .map_err(|e| StepError::permanent("output is not serializable").with_source(e))?;
+        let message = OutgoingMessage {
+            id: format!("m{}", envelope.idempotency_key.uuid().simple()),
+            body,
+            group_id: self.step_config.message_group_id.clone(),
+            dedup_id: self
+                .step_config
+                .message_group_id
+                .as_ref()
+                .map(|_| envelope.idempotency_key.to_string()),
+        };
+        let full = {
+            let mut outbox = self.outbox.lock().await;
+            outbox.push(message);
+            (outbox.len() >= SEND_BATCH_MAX).then(|| std::mem::take(&mut *outbox))
+        };
+        match full {
+            Some(batch) => self.services.queue.send_batch(&queue_url, batch).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Sends whatever is still in the outbox. The runner calls it after `process`.
+    pub async fn flush(&self) -> Result<(), StepError> {
+        let batch = std::mem::take(&mut *self.outbox.lock().await);
+        match (&self.step_config.next_queue_url, batch.is_empty()) {
+            (Some(url), false) => self.services.queue.send_batch(url, batch).await,
+            _ => Ok(()),
+        }
+    }
+}
