@@ -23,6 +23,7 @@
 //! [runtime]
 //! batch_concurrency = 8             # messages processed at once (standard queues)
 //! ledger = true                     # skip envelopes whose effect is already recorded
+//! claim_lease_seconds = 900         # once-per-run claims expire after this (crash recovery)
 //!
 //! [aws]
 //! region = "eu-west-1"              # optional; else the Lambda's region
@@ -188,6 +189,9 @@ pub struct RuntimeConfig {
     pub batch_concurrency: usize,
     /// Record each completed envelope and skip it when redelivered.
     pub ledger: bool,
+    /// How long a once-per-run claim protects a delivery before a redelivery may take it
+    /// over (set it to at least the function timeout).
+    pub claim_lease_seconds: u64,
 }
 
 impl Default for RuntimeConfig {
@@ -195,6 +199,7 @@ impl Default for RuntimeConfig {
         Self {
             batch_concurrency: 8,
             ledger: true,
+            claim_lease_seconds: 900,
         }
     }
 }
@@ -387,7 +392,10 @@ mod tests {
     }
 
     #[test]
-    #[allow(clippy::result_large_err, reason = "figment::Jail's closure type is fixed")]
+    #[allow(
+        clippy::result_large_err,
+        reason = "figment::Jail's closure type is fixed"
+    )]
     fn environment_variables_override_files() {
         figment::Jail::expect_with(|jail| {
             jail.set_env("ETL__RUNTIME__BATCH_CONCURRENCY", "3");

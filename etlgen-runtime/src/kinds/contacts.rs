@@ -8,12 +8,12 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::envelope::Envelope;
 use crate::error::StepError;
+use crate::kinds::{Claim, claim};
 use crate::kinds::{
     Output, Record, RecordBatch, batch_marker_prefix, emit_all, poll, read_state, write_state,
 };
@@ -312,13 +312,7 @@ impl<H: Hooks> ContactImporter<H> {
             return Ok(state.mailing_list_id);
         }
         let claim_key = zones::run_state(input.logical_date, &input.run_id, "mailing-list.claim");
-        let me = input.idempotency_key.to_string();
-        let objects = &cx.services().objects;
-        let claimed = objects
-            .put_if_absent(cx.data_bucket(), &claim_key, Bytes::from(me.clone()))
-            .await?;
-        let owner = crate::ports::read_small(&**objects, cx.data_bucket(), &claim_key).await?;
-        if !claimed && owner.as_deref() != Some(me.as_bytes()) {
+        if claim(cx, &claim_key, input.attempt).await? == Claim::HeldByOther {
             return Err(StepError::retryable(
                 "another batch is creating the run's mailing list",
             ));

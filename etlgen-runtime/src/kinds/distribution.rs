@@ -7,13 +7,13 @@
 //! relative to the logical date. The result is stored, so a redelivery re-emits it instead
 //! of scheduling again. Nothing depends on timing.
 
-use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::envelope::{Envelope, LogicalDate};
 use crate::error::StepError;
 use crate::kinds::contacts::ContactsImported;
+use crate::kinds::{Claim, claim};
 use crate::kinds::{
     Output, RunManifest, batch_marker_prefix, emit_all, manifest_key, read_state, write_state,
 };
@@ -266,18 +266,8 @@ impl<H: Hooks + Default> Step for DistributionScheduler<H> {
             &input.run_id,
             &format!("{}/claim", cx.step_name()),
         );
-        let me = input.idempotency_key.to_string();
-        let objects = &cx.services().objects;
-        let claimed = objects
-            .put_if_absent(cx.data_bucket(), &claim_key, Bytes::from(me.clone()))
-            .await?;
-        if !claimed
-            && crate::ports::read_small(&**objects, cx.data_bucket(), &claim_key)
-                .await?
-                .as_deref()
-                != Some(me.as_bytes())
-        {
-            tracing::info!("another message of this run schedules the distribution");
+        if claim(cx, &claim_key, input.attempt).await? == Claim::HeldByOther {
+            tracing::info!("another delivery of this run schedules the distribution");
             return Ok(());
         }
         let send_at = self.hooks.send_time(input.logical_date, &self.settings);

@@ -116,6 +116,64 @@ pub async fn write_state<T: Serialize>(
         .await
 }
 
+/// The outcome of [`claim`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// This delivery owns the work.
+    Won,
+    /// Another delivery owns it and its lease has not expired.
+    HeldByOther,
+}
+
+#[derive(Serialize, Deserialize)]
+struct ClaimRecord {
+    owner: String,
+    claimed_at_ms: u64,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default()
+}
+
+/// Claims once-per-run work (creating the run's list, scheduling its distribution) for this
+/// delivery, identified by its message id and attempt.
+///
+/// The claim is created only if absent, so of two concurrent deliveries (two batches, or an
+/// SQS duplicate) exactly one wins. A claim older than `runtime.claim_lease_seconds` belongs
+/// to a delivery that crashed; its redelivery takes it over. A takeover overwrites the claim,
+/// so two takeovers at the same instant could both win: the lease makes that window tiny.
+pub async fn claim(cx: &StepContext, key: &str, attempt: u32) -> Result<Claim, StepError> {
+    let owner = format!("{}#{attempt}", cx.message_id());
+    let record = ClaimRecord {
+        owner: owner.clone(),
+        claimed_at_ms: now_ms(),
+    };
+    let body = serde_json::to_vec(&record)?;
+    let objects = &cx.services().objects;
+    if objects
+        .put_if_absent(cx.data_bucket(), key, body.clone().into())
+        .await?
+    {
+        return Ok(Claim::Won);
+    }
+    let Some(existing) = read_state::<ClaimRecord>(cx, key).await? else {
+        return Err(StepError::retryable(format!("claim {key} vanished")));
+    };
+    let lease_ms = cx.config().runtime.claim_lease_seconds.saturating_mul(1000);
+    if existing.owner == owner {
+        return Ok(Claim::Won);
+    }
+    if now_ms().saturating_sub(existing.claimed_at_ms) > lease_ms {
+        tracing::warn!(claim = key, previous = %existing.owner, "taking over an expired claim");
+        objects.put(cx.data_bucket(), key, body.into()).await?;
+        return Ok(Claim::Won);
+    }
+    Ok(Claim::HeldByOther)
+}
+
 /// Polls until `done` says the job finished, at most `max_polls` times, `interval` apart.
 /// Running out of polls is retryable: the job is still running on the server.
 pub async fn poll<T, F, Fut>(
