@@ -44,6 +44,13 @@
 //! default = 500
 //! import_transaction_contacts = 100
 //!
+//! [sftp]                            # optional; needs the `sftp` feature
+//! host = "sftp.client.example"
+//! port = 22
+//! user = "acme"
+//! secret_id = "acme-nps/dev/sftp"   # {"password"} or {"private_key", "passphrase"}
+//! host_key_sha256 = "SHA256:…"      # the server's key fingerprint, always checked
+//!
 //! [steps.invite]                    # one table per step, named as in main.rs
 //! next_step = "remind"              # optional; the step that reads this step's output
 //! next_queue_url = "https://sqs…/acme-nps-dev-remind"
@@ -165,6 +172,9 @@ pub struct Config {
     /// The Qualtrics API client; absent for steps that never call it.
     #[serde(default)]
     pub qualtrics: Option<QualtricsConfig>,
+    /// The client's SFTP server; absent unless a step polls or exports over SFTP.
+    #[serde(default)]
+    pub sftp: Option<SftpConfig>,
     /// Per-step tables, keyed by step name.
     #[serde(default)]
     pub steps: BTreeMap<String, StepConfig>,
@@ -289,6 +299,25 @@ mod defaults {
     pub fn backoff_max_ms() -> u64 {
         20_000
     }
+    pub fn sftp_port() -> u16 {
+        22
+    }
+}
+
+/// `[sftp]`: the client's SFTP server (the Lambda needs the `sftp` feature).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct SftpConfig {
+    /// The host name.
+    pub host: String,
+    /// The port.
+    #[serde(default = "defaults::sftp_port")]
+    pub port: u16,
+    /// The user name.
+    pub user: String,
+    /// The Secrets Manager id of `{"password"}` or `{"private_key", "passphrase"}`.
+    pub secret_id: String,
+    /// The server's host key fingerprint, `SHA256:…` as `ssh-keygen -lf` prints it.
+    pub host_key_sha256: String,
 }
 
 /// `[steps.<name>]`: what every step has; the kind's own settings sit beside these.

@@ -28,6 +28,8 @@ pub mod lambda;
 pub mod ports;
 pub mod qualtrics;
 pub mod runner;
+#[cfg(feature = "sftp")]
+pub mod sftp;
 pub mod sqs;
 pub mod step;
 pub mod testing;

@@ -1,0 +1,257 @@
+//! The AWS SDK ports against a mock endpoint: the calls they make and how their errors are
+//! classified (the same endpoint override lets a deployed binary run against an emulator).
+
+use bytes::Bytes;
+use etlgen_runtime::aws::{S3, SecretsManager, Sqs};
+use etlgen_runtime::ports::{ObjectStore, OutgoingMessage, Queue, SecretStore, read_small};
+use serde_json::json;
+use wiremock::matchers::{body_partial_json, header, method, path, query_param};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+fn credentials() -> aws_sdk_s3::config::Credentials {
+    aws_sdk_s3::config::Credentials::new("test", "test", None, None, "tests")
+}
+
+fn s3(server: &MockServer) -> S3 {
+    let config = aws_sdk_s3::Config::builder()
+        .behavior_version_latest()
+        .endpoint_url(server.uri())
+        .region(aws_sdk_s3::config::Region::new("eu-west-1"))
+        .credentials_provider(credentials())
+        .force_path_style(true)
+        .build();
+    S3(aws_sdk_s3::Client::from_conf(config))
+}
+
+fn s3_error(status: u16, code: &str) -> ResponseTemplate {
+    ResponseTemplate::new(status).set_body_raw(
+        format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code><Message>m</Message></Error>"),
+        "application/xml",
+    )
+}
+
+#[tokio::test]
+async fn s3_reads_stream_and_a_missing_key_is_none() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/data/present.csv"))
+        .respond_with(ResponseTemplate::new(200).set_body_string("id\n1\n"))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/data/absent.csv"))
+        .respond_with(s3_error(404, "NoSuchKey"))
+        .mount(&server)
+        .await;
+    let store = s3(&server);
+    assert_eq!(
+        read_small(&store, "data", "present.csv")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some(&b"id\n1\n"[..])
+    );
+    assert!(store.get("data", "absent.csv").await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn s3_conditional_put_reports_an_existing_object() {
+    let server = MockServer::start().await;
+    Mock::given(method("PUT"))
+        .and(path("/data/runs/claim"))
+        .and(header("if-none-match", "*"))
+        .respond_with(s3_error(412, "PreconditionFailed"))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("PUT"))
+        .and(path("/data/runs/new"))
+        .and(header("if-none-match", "*"))
+        .respond_with(ResponseTemplate::new(200))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let store = s3(&server);
+    assert!(
+        !store
+            .put_if_absent("data", "runs/claim", Bytes::from_static(b"me"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .put_if_absent("data", "runs/new", Bytes::from_static(b"me"))
+            .await
+            .unwrap()
+    );
+}
+
+#[tokio::test]
+async fn s3_copy_encodes_the_source_and_errors_are_classified() {
+    let server = MockServer::start().await;
+    Mock::given(method("PUT"))
+        .and(path("/data/raw/2024-05-01/r/contacts%20list.csv"))
+        .and(header(
+            "x-amz-copy-source",
+            "landing/in/contacts%20list.csv",
+        ))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(
+            "<CopyObjectResult><ETag>\"e\"</ETag></CopyObjectResult>",
+            "application/xml",
+        ))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("PUT"))
+        .and(path("/data/slow"))
+        .respond_with(s3_error(503, "SlowDown"))
+        .mount(&server)
+        .await;
+    Mock::given(method("PUT"))
+        .and(path("/data/denied"))
+        .respond_with(s3_error(403, "AccessDenied"))
+        .mount(&server)
+        .await;
+    let store = s3(&server);
+    store
+        .copy(
+            "landing",
+            "in/contacts list.csv",
+            "data",
+            "raw/2024-05-01/r/contacts list.csv",
+        )
+        .await
+        .unwrap();
+    assert!(
+        store
+            .put("data", "slow", Bytes::new())
+            .await
+            .unwrap_err()
+            .is_retryable()
+    );
+    assert!(
+        !store
+            .put("data", "denied", Bytes::new())
+            .await
+            .unwrap_err()
+            .is_retryable()
+    );
+}
+
+#[tokio::test]
+async fn s3_lists_every_page() {
+    let server = MockServer::start().await;
+    let page = |keys: &[&str], next: Option<&str>| {
+        let contents: String = keys
+            .iter()
+            .map(|k| format!("<Contents><Key>{k}</Key></Contents>"))
+            .collect();
+        let more = next.map(|t| format!("<IsTruncated>true</IsTruncated><NextContinuationToken>{t}</NextContinuationToken>")).unwrap_or_default();
+        ResponseTemplate::new(200).set_body_raw(
+            format!("<ListBucketResult>{contents}{more}</ListBucketResult>"),
+            "application/xml",
+        )
+    };
+    Mock::given(method("GET"))
+        .and(path("/data/"))
+        .and(query_param("continuation-token", "t2"))
+        .respond_with(page(&["p/c"], None))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/data/"))
+        .and(query_param("prefix", "p/"))
+        .respond_with(page(&["p/b", "p/a"], Some("t2")))
+        .up_to_n_times(1)
+        .mount(&server)
+        .await;
+    assert_eq!(
+        s3(&server).list("data", "p/").await.unwrap(),
+        ["p/a", "p/b", "p/c"]
+    );
+}
+
+fn sdk_config(server: &MockServer) -> aws_config::SdkConfig {
+    aws_config::SdkConfig::builder()
+        .behavior_version(aws_config::BehaviorVersion::latest())
+        .endpoint_url(server.uri())
+        .region(aws_config::Region::new("eu-west-1"))
+        .credentials_provider(aws_sdk_s3::config::SharedCredentialsProvider::new(
+            credentials(),
+        ))
+        .build()
+}
+
+fn message(id: &str) -> OutgoingMessage {
+    OutgoingMessage {
+        id: id.into(),
+        body: format!("{{\"n\":\"{id}\"}}"),
+        group_id: Some("g".into()),
+        dedup_id: Some(format!("d-{id}")),
+    }
+}
+
+#[tokio::test]
+async fn sqs_sends_batches_of_ten_and_a_rejected_entry_fails_the_send() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(header("x-amz-target", "AmazonSQS.SendMessageBatch"))
+        .and(body_partial_json(
+            json!({"QueueUrl": "https://sqs.test/q.fifo"}),
+        ))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(
+            r#"{"Successful":[],"Failed":[]}"#,
+            "application/x-amz-json-1.0",
+        ))
+        .expect(2)
+        .mount(&server)
+        .await;
+    let sqs = Sqs(aws_sdk_sqs::Client::new(&sdk_config(&server)));
+    let messages: Vec<_> = (0..12).map(|i| message(&format!("m{i}"))).collect();
+    sqs.send_batch("https://sqs.test/q.fifo", messages)
+        .await
+        .unwrap();
+    let first = &server.received_requests().await.unwrap()[0];
+    let body: serde_json::Value = serde_json::from_slice(&first.body).unwrap();
+    assert_eq!(body["Entries"].as_array().unwrap().len(), 10);
+    assert_eq!(body["Entries"][0]["MessageGroupId"], "g");
+    assert_eq!(body["Entries"][0]["MessageDeduplicationId"], "d-m0");
+
+    let failing = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(
+            r#"{"Successful":[],"Failed":[{"Id":"m0","SenderFault":false,"Code":"InternalError","Message":"try again"}]}"#,
+            "application/x-amz-json-1.0",
+        ))
+        .mount(&failing)
+        .await;
+    let sqs = Sqs(aws_sdk_sqs::Client::new(&sdk_config(&failing)));
+    let err = sqs
+        .send_batch("https://sqs.test/q", vec![message("m0")])
+        .await
+        .unwrap_err();
+    assert!(
+        err.is_retryable() && err.to_string().contains("InternalError"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn the_secret_is_read_from_secrets_manager() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(header("x-amz-target", "secretsmanager.GetSecretValue"))
+        .and(body_partial_json(json!({"SecretId": "acme/dev/qualtrics"})))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(
+            r#"{"Name":"acme/dev/qualtrics","SecretString":"{\"api_token\":\"t\"}"}"#,
+            "application/x-amz-json-1.1",
+        ))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let secrets = SecretsManager(aws_sdk_secretsmanager::Client::new(&sdk_config(&server)));
+    assert_eq!(
+        secrets.secret("acme/dev/qualtrics").await.unwrap(),
+        r#"{"api_token":"t"}"#
+    );
+}
