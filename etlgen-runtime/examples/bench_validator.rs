@@ -48,7 +48,11 @@ fn io(e: std::io::Error) -> StepError {
 impl ObjectStore for LocalStore {
     async fn get(&self, bucket: &str, key: &str) -> Result<Option<ObjectReader>, StepError> {
         match std::fs::File::open(self.path(bucket, key)) {
-            Ok(file) => Ok(Some(Box::pin(tokio::fs::File::from_std(file)))),
+            // Buffered like a network body: tokio's file I/O hops to a blocking thread per read.
+            Ok(file) => Ok(Some(Box::pin(tokio::io::BufReader::with_capacity(
+                1 << 20,
+                tokio::fs::File::from_std(file),
+            )))),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(io(e)),
         }

@@ -258,3 +258,108 @@ impl StepContext {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::envelope::{LogicalDate, RunId};
+    use crate::ports::Unconfigured;
+    use crate::testing::{MemoryNotifications, MemoryObjectStore, MemoryQueue};
+
+    fn context(extra: &str) -> (StepContext, Arc<MemoryQueue>) {
+        let config = Config::from_toml(
+            "test",
+            &format!("[pipeline]\nname='acme'\ndata_bucket='b'\n[steps.s]\nnext_step='t'\n{extra}"),
+        )
+        .unwrap();
+        let queue = Arc::new(MemoryQueue::default());
+        let services = Services {
+            qualtrics: Arc::new(Unconfigured("q")),
+            objects: Arc::new(MemoryObjectStore::default()),
+            queue: queue.clone(),
+            notifications: Arc::new(MemoryNotifications::default()),
+            sftp: Arc::new(Unconfigured("s")),
+        };
+        (
+            StepContext::new("s".into(), Arc::new(config), services, "m1"),
+            queue,
+        )
+    }
+
+    fn envelope(pipeline: &str, step: &str) -> Envelope<u8> {
+        Envelope::new(
+            pipeline,
+            RunId::new("r"),
+            LogicalDate::from_ymd(2024, 5, 1).unwrap(),
+            step,
+            "k",
+            1,
+        )
+    }
+
+    #[test]
+    fn the_default_validation_checks_pipeline_step_and_key() {
+        let (cx, _) = context("");
+        assert!(validate(&envelope("acme", "s"), &cx).is_ok());
+        assert!(
+            validate(&envelope("other", "s"), &cx)
+                .unwrap_err()
+                .message()
+                .contains("pipeline")
+        );
+        assert!(
+            validate(&envelope("acme", "t"), &cx)
+                .unwrap_err()
+                .message()
+                .contains("addressed to step")
+        );
+        let mut tampered = envelope("acme", "s");
+        tampered.record_key = "other".into();
+        assert!(!validate(&tampered, &cx).unwrap_err().is_retryable());
+    }
+
+    #[test]
+    fn the_default_parse_reads_an_envelope() {
+        let body = envelope("acme", "s").to_json().unwrap();
+        let message = Message {
+            id: "m",
+            body: &body,
+            sent_timestamp_ms: None,
+            receive_count: 1,
+        };
+        assert_eq!(parse::<u8>(&message).unwrap(), envelope("acme", "s"));
+        let bad = Message {
+            body: "{}",
+            ..message
+        };
+        assert!(!parse::<u8>(&bad).unwrap_err().is_retryable());
+    }
+
+    #[tokio::test]
+    async fn outputs_go_out_ten_at_a_time_with_fifo_ids() {
+        let (cx, queue) = context("next_queue_url='https://sqs.test/t.fifo'\nmessage_group_id='g'");
+        let input = envelope("acme", "s");
+        for i in 0..12 {
+            cx.emit(&cx.next_envelope(&input, format!("k{i}"), i))
+                .await
+                .unwrap();
+        }
+        assert_eq!(queue.sent().len(), 10, "a full batch is sent at once");
+        cx.flush().await.unwrap();
+        let sent = queue.sent();
+        assert_eq!(sent.len(), 12);
+        let next: Envelope<i32> = Envelope::from_json(&sent[11].1.body).unwrap();
+        assert_eq!((next.step.as_str(), next.payload), ("t", 11));
+        assert_eq!(sent[11].1.group_id.as_deref(), Some("g"));
+        assert_eq!(sent[11].1.dedup_id, Some(next.idempotency_key.to_string()));
+    }
+
+    #[tokio::test]
+    async fn the_last_step_sends_nothing() {
+        let (cx, queue) = context("");
+        cx.emit(&envelope("acme", "end")).await.unwrap();
+        cx.flush().await.unwrap();
+        assert!(queue.sent().is_empty());
+        assert_eq!(cx.next_step(), "t");
+    }
+}

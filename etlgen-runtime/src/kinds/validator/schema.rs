@@ -56,11 +56,13 @@ pub fn check_row(row: &mut Record, columns: &[Column]) -> Result<(), String> {
                 return Err(format!("missing required column {:?}", column.name));
             }
             None => {}
-            Some(value) => converted.push((
-                &column.name,
-                convert(value, column.kind)
-                    .map_err(|why| format!("column {:?}: {why}", column.name))?,
-            )),
+            Some(value) => {
+                let new = convert(value, column.kind)
+                    .map_err(|why| format!("column {:?}: {why}", column.name))?;
+                if let Some(new) = new {
+                    converted.push((&column.name, new));
+                }
+            }
         }
     }
     // Only a valid row is changed, so a rejected one is reported exactly as it was read.
@@ -70,34 +72,45 @@ pub fn check_row(row: &mut Record, columns: &[Column]) -> Result<(), String> {
     Ok(())
 }
 
-fn convert(value: &Value, kind: ColumnType) -> Result<Value, String> {
-    let text = match value {
-        Value::String(s) => s.trim().to_owned(),
-        other => other.to_string(),
+/// The value converted to its type; `None` when it is already right (no allocation for
+/// the common case of clean text).
+fn convert(value: &Value, kind: ColumnType) -> Result<Option<Value>, String> {
+    let owned;
+    let (text, clean) = match value {
+        Value::String(s) => (s.trim(), s.trim().len() == s.len()),
+        other => {
+            owned = other.to_string();
+            (owned.as_str(), false)
+        }
+    };
+    let keep = |ok: bool, why: &dyn Fn() -> String| match (ok, clean) {
+        (false, _) => Err(why()),
+        (true, true) => Ok(None),
+        (true, false) => Ok(Some(Value::String(text.to_owned()))),
     };
     match kind {
-        ColumnType::String => Ok(Value::String(text)),
+        ColumnType::String => keep(true, &String::new),
         ColumnType::Integer => text
             .parse::<i64>()
-            .map(Value::from)
+            .map(|n| Some(Value::from(n)))
             .map_err(|_| format!("{text:?} is not an integer")),
         ColumnType::Number => text
             .parse::<f64>()
             .ok()
             .and_then(serde_json::Number::from_f64)
-            .map(Value::Number)
+            .map(|n| Some(Value::Number(n)))
             .ok_or_else(|| format!("{text:?} is not a number")),
         ColumnType::Boolean => match text.to_ascii_lowercase().as_str() {
-            "true" | "yes" | "1" => Ok(Value::Bool(true)),
-            "false" | "no" | "0" => Ok(Value::Bool(false)),
+            "true" | "yes" | "1" => Ok(Some(Value::Bool(true))),
+            "false" | "no" | "0" => Ok(Some(Value::Bool(false))),
             _ => Err(format!("{text:?} is not a boolean")),
         },
-        ColumnType::Email if is_email(&text) => Ok(Value::String(text)),
-        ColumnType::Email => Err(format!("{text:?} is not an e-mail address")),
-        ColumnType::Date => text
-            .parse::<LogicalDate>()
-            .map(|d| Value::String(d.to_string()))
-            .map_err(|_| format!("{text:?} is not a YYYY-MM-DD date")),
+        ColumnType::Email => keep(is_email(text), &|| {
+            format!("{text:?} is not an e-mail address")
+        }),
+        ColumnType::Date => keep(text.parse::<LogicalDate>().is_ok(), &|| {
+            format!("{text:?} is not a YYYY-MM-DD date")
+        }),
     }
 }
 

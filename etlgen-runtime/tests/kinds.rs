@@ -1,0 +1,343 @@
+//! The default hooks of every kind, called directly and through the harness.
+
+use etlgen_runtime::kinds::validator::{self, Source, Validator};
+use etlgen_runtime::kinds::{
+    RecordBatch, RunManifest, contacts, distribution, exporter, notifier, responses, sources,
+};
+use etlgen_runtime::ports::RemoteFile;
+use etlgen_runtime::testing::Harness;
+use etlgen_runtime::{Envelope, LogicalDate, RunId};
+use serde_json::json;
+
+#[derive(Debug, Default)]
+struct Defaults;
+impl validator::Hooks for Defaults {}
+
+const VALIDATOR: &str = r#"
+[pipeline]
+name = "acme"
+data_bucket = "data"
+[steps.validate]
+next_step = "load"
+next_queue_url = "https://sqs.test/load"
+batch_size = 2
+columns = [{ name = "id", type = "integer", required = true }]
+"#;
+
+fn record(value: serde_json::Value) -> etlgen_runtime::kinds::Record {
+    value.as_object().unwrap().clone()
+}
+
+fn envelope<T>(payload: T) -> Envelope<T> {
+    Envelope::new(
+        "acme",
+        RunId::new("r1"),
+        LogicalDate::from_ymd(2024, 5, 1).unwrap(),
+        "s",
+        "k",
+        payload,
+    )
+}
+
+#[tokio::test]
+async fn an_http_submission_is_stored_raw_batched_and_sealed_before_its_last_batch() {
+    let h = Harness::<Validator<Defaults>>::new("validate", VALIDATOR);
+    let body = r#"{"logical_date":"2024-06-01","records":[{"id":"1"},{"id":"2"},{"id":"x"},{"id":"3"},{"id":"4"},{"id":"5"}]}"#;
+    assert!(h.deliver_body(body).await.batch_item_failures.is_empty());
+    let raw = h.objects.keys("data", "raw/2024-06-01/");
+    assert_eq!(raw.len(), 1);
+    assert!(raw[0].ends_with("/submission.jsonl"), "{raw:?}");
+    let batches = h.emitted::<RecordBatch>();
+    let sizes: Vec<_> = batches.iter().map(|b| b.payload.records.len()).collect();
+    assert_eq!(sizes, [2, 2, 1]);
+    assert_eq!(
+        batches[0].payload.records[0]["id"], 1,
+        "converted to the declared type"
+    );
+    let keys: Vec<_> = batches.iter().map(|b| b.record_key.as_str()).collect();
+    assert_eq!(keys, ["batch-000001", "batch-000002", "batch-000003"]);
+    let run = &batches[0].run_id;
+    let manifest: RunManifest = serde_json::from_str(
+        &h.objects
+            .text("data", &format!("runs/2024-06-01/{run}/manifest.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        manifest,
+        RunManifest {
+            batches: 3,
+            valid: 5,
+            rejected: 1
+        }
+    );
+    let report = h
+        .objects
+        .text(
+            "data",
+            &format!("reports/2024-06-01/{run}/validate/rejected-000001.csv"),
+        )
+        .unwrap();
+    assert_eq!(
+        report,
+        "line,reason,record\n3,\"column \"\"id\"\": \"\"x\"\" is not an integer\",\"{\"\"id\"\":\"\"x\"\"}\"\n"
+    );
+}
+
+#[tokio::test]
+async fn the_same_submission_is_the_same_run() {
+    let h = Harness::<Validator<Defaults>>::new("validate", VALIDATOR);
+    let body = "id\n1\n";
+    h.deliver_body(body).await;
+    h.deliver_body(body).await;
+    let runs: std::collections::BTreeSet<_> = h
+        .emitted::<RecordBatch>()
+        .into_iter()
+        .map(|e| e.run_id)
+        .collect();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(
+        h.emitted::<RecordBatch>().len(),
+        1,
+        "the ledger absorbed the redelivery"
+    );
+}
+
+#[tokio::test]
+async fn a_landed_object_deleted_before_validation_is_reported_not_retried() {
+    let h = Harness::<Validator<Defaults>>::new("validate", VALIDATOR);
+    let input = Envelope::new(
+        "acme",
+        RunId::new("r1"),
+        LogicalDate::from_ymd(2024, 5, 1).unwrap(),
+        "validate",
+        "file",
+        Source::Object {
+            bucket: "landing".into(),
+            key: "gone.csv".into(),
+        },
+    );
+    // S3 is strongly consistent: an object missing after its event was deleted, and
+    // retrying would only fill the dead-letter queue.
+    assert!(h.deliver(&input).await.batch_item_failures.is_empty());
+    let reports = h
+        .objects
+        .keys("data", "reports/2024-05-01/r1/validate/rejected/");
+    assert_eq!(reports.len(), 1);
+    assert!(
+        h.objects
+            .text("data", &reports[0])
+            .unwrap()
+            .contains("gone.csv")
+    );
+}
+
+#[test]
+fn contact_defaults() {
+    let settings: contacts::Settings = toml::from_str("directory_id = 'POOL_1'").unwrap();
+    let contact = contacts::map(
+        &record(json!({"id": 5, "email": "a@b.co", "language": "", "x": 1})),
+        &settings,
+    )
+    .unwrap();
+    assert_eq!(
+        (
+            contact.ext_ref.as_str(),
+            contact.email.as_deref(),
+            contact.language.as_deref()
+        ),
+        ("5", Some("a@b.co"), None)
+    );
+    assert_eq!(contact.embedded_data, record(json!({"x": 1})));
+    assert!(
+        !contacts::map(&record(json!({"email": "a@b.co"})), &settings)
+            .unwrap_err()
+            .is_retryable()
+    );
+    let request = contacts::build_request(&[contact], "CG_1", &settings);
+    assert_eq!(
+        request.path,
+        "directories/POOL_1/mailinglists/CG_1/transactioncontacts"
+    );
+    let failed = contacts::ImportStatus {
+        id: "PGRS_1".into(),
+        status: "failed".into(),
+        ..Default::default()
+    };
+    assert!(
+        !contacts::handle_response(failed, "CG_1")
+            .unwrap_err()
+            .is_retryable()
+    );
+    let done = contacts::ImportStatus {
+        id: "PGRS_1".into(),
+        status: "complete".into(),
+        added: 3,
+        ..Default::default()
+    };
+    let imported = contacts::handle_response(done, "CG_1").unwrap();
+    assert_eq!(
+        (imported.added, imported.mailing_list_id.as_str()),
+        (3, "CG_1")
+    );
+    let outputs = contacts::choose_output(&envelope(RecordBatch::default()), imported);
+    assert_eq!(outputs[0].record_key, "k");
+}
+
+#[test]
+fn distribution_defaults() {
+    let settings: distribution::Settings = toml::from_str(
+        "survey_id='SV_1'\nlibrary_id='UR_1'\nmessage_id='MS_1'\nfrom_email='a@b.co'\nfrom_name='A'\nsubject='S'\nreply_to_email='r@b.co'",
+    )
+    .unwrap();
+    let at = distribution::send_time(LogicalDate::from_ymd(2024, 2, 28).unwrap(), &settings);
+    assert_eq!(distribution::qualtrics_time(at), "2024-02-28T09:00:00Z");
+    let etlgen_runtime::qualtrics::Body::Json(body) =
+        distribution::build_request("CG_1", at, &settings).body
+    else {
+        panic!()
+    };
+    assert_eq!(body["header"]["replyToEmail"], "r@b.co");
+    assert_eq!(body["surveyLink"]["expirationDate"], "2024-03-29T09:00:00Z");
+    let out = distribution::choose_output(distribution::DistributionScheduled {
+        distribution_id: "EMD_1".into(),
+        mailing_list_id: "CG_1".into(),
+        send_date: "d".into(),
+    });
+    assert_eq!(out[0].record_key, "distribution");
+}
+
+#[test]
+fn response_defaults() {
+    let records = [record(json!({"a": "x,y", "b": null, "c": 1}))];
+    assert_eq!(
+        responses::to_csv(&records, &[]).unwrap(),
+        "a,b,c\n\"x,y\",,1\n"
+    );
+    assert_eq!(
+        responses::to_csv(&records, &["c".into(), "z".into()]).unwrap(),
+        "c,z\n1,\n"
+    );
+    let failed = responses::ResponsesImported {
+        progress_id: "P".into(),
+        status: "failed".into(),
+        records: 1,
+    };
+    assert!(responses::handle_response(failed).is_err());
+    assert_eq!(responses::map(records[0].clone()).unwrap(), records[0]);
+}
+
+#[test]
+fn exporter_defaults() {
+    let mut settings: exporter::Settings = toml::from_str("survey_id='SV_1'").unwrap();
+    let input = envelope(json!({}));
+    assert_eq!(
+        exporter::destination(&input, &settings, "data"),
+        exporter::Destination::S3 {
+            bucket: "data".into(),
+            key: "exports/2024-05-01/r1/responses.zip".into()
+        }
+    );
+    settings.sftp_dir = Some("/inbox/".into());
+    assert_eq!(
+        exporter::destination(&input, &settings, "data"),
+        exporter::Destination::Sftp {
+            path: "/inbox/2024-05-01_r1_responses.zip".into()
+        }
+    );
+    let etlgen_runtime::qualtrics::Body::Json(body) =
+        exporter::build_request(&input, &settings).body
+    else {
+        panic!()
+    };
+    assert_eq!(
+        (body["format"].as_str(), body["compress"].as_bool()),
+        (Some("csv"), Some(true))
+    );
+}
+
+#[test]
+fn notifier_defaults() {
+    let settings = notifier::Settings {
+        topic_arn: "t".into(),
+        subject_prefix: "[acme dev]".into(),
+    };
+    let ok = notifier::render(&envelope(json!({"status": "complete"})), &settings).unwrap();
+    assert_eq!(ok.subject, "[acme dev] acme run 2024-05-01 succeeded");
+    let failed = notifier::render(&envelope(json!({"status": "FAILED"})), &settings).unwrap();
+    assert!(failed.subject.ends_with("failed") && failed.message.contains("run: r1"));
+}
+
+#[test]
+fn sftp_poller_defaults() {
+    let settings: sources::Settings =
+        toml::from_str("remote_dir='/out'\nsuffixes=['.csv']").unwrap();
+    let file = |path: &str| RemoteFile {
+        path: path.into(),
+        size: 1,
+        modified: 1,
+    };
+    assert!(sources::sftp::select(&file("/out/a.csv"), &settings));
+    assert!(!sources::sftp::select(&file("/out/a.txt"), &settings));
+    assert_eq!(
+        sources::sftp::landing_key(&file("/out/a.csv"), &envelope(json!(null)), &settings),
+        "landing/2024-05-01/a.csv"
+    );
+    assert_eq!(sources::KIND, "sftp-poller");
+}
+
+#[test]
+fn every_kind_names_its_catalog_id_and_hooks() {
+    let kinds = [
+        (validator::KIND, validator::HOOKS),
+        (contacts::KIND, contacts::HOOKS),
+        (distribution::KIND, distribution::HOOKS),
+        (responses::KIND, responses::HOOKS),
+        (sources::KIND, sources::HOOKS),
+        (exporter::KIND, exporter::HOOKS),
+        (notifier::KIND, notifier::HOOKS),
+    ];
+    let ids: Vec<_> = kinds.iter().map(|(k, _)| *k).collect();
+    assert_eq!(
+        ids,
+        [
+            "validator",
+            "contact-importer",
+            "distribution-scheduler",
+            "response-importer",
+            "sftp-poller",
+            "exporter",
+            "notifier"
+        ]
+    );
+    for (kind, hooks) in kinds {
+        assert!(!hooks.is_empty(), "{kind}");
+        let source = match kind {
+            "validator" => include_str!("../src/kinds/validator/mod.rs"),
+            "contact-importer" => include_str!("../src/kinds/contacts.rs"),
+            "distribution-scheduler" => include_str!("../src/kinds/distribution.rs"),
+            "response-importer" => include_str!("../src/kinds/responses.rs"),
+            "sftp-poller" => include_str!("../src/kinds/sources/sftp.rs"),
+            "exporter" => include_str!("../src/kinds/exporter.rs"),
+            _ => include_str!("../src/kinds/notifier.rs"),
+        };
+        let hooks_trait = &source[source.find("pub trait Hooks").unwrap()..];
+        let hooks_trait = &hooks_trait[..hooks_trait.find("\n}\n").unwrap()];
+        let declared = hooks_trait.matches("    fn ").count();
+        assert_eq!(
+            declared,
+            hooks.len(),
+            "{kind}: HOOKS must list every hook method"
+        );
+        for hook in hooks {
+            assert!(
+                hooks_trait.contains(&format!("    fn {hook}(")),
+                "{kind}: no hook {hook}"
+            );
+            assert!(
+                source.contains(&format!("pub fn {hook}")),
+                "{kind}: {hook} has no public default function"
+            );
+        }
+    }
+}
