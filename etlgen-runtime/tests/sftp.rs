@@ -1,0 +1,337 @@
+//! The SFTP client against an in-process SFTP server (russh's server side, in memory):
+//! host-key pinning, password login, listing, reading, writing, and the poller on top.
+//! Built only with the `sftp` feature (`required-features` in Cargo.toml).
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use etlgen_runtime::config::{Config, SftpConfig};
+use etlgen_runtime::kinds::sources::{Hooks, SftpPoller};
+use etlgen_runtime::ports::{QualtricsApi, Services, Sftp, Unconfigured};
+use etlgen_runtime::runner::Runner;
+use etlgen_runtime::sftp::SftpClient;
+use etlgen_runtime::testing::{MemoryNotifications, MemoryObjectStore, MemoryQueue, sqs_event};
+use russh::keys::HashAlg;
+use russh::server::{Auth, ChannelOpenHandle, Msg, Server as _, Session};
+use russh::{Channel, ChannelId};
+use russh_sftp::protocol::{
+    Attrs, Data, File, FileAttributes, Handle, Name, OpenFlags, Status, StatusCode, Version,
+};
+
+/// A test-only host key; it protects nothing.
+const HOST_KEY: &str = include_str!("fixtures/sftp-test-host-key");
+
+type Files = Arc<Mutex<BTreeMap<String, Vec<u8>>>>;
+
+#[derive(Clone)]
+struct Server(Files);
+
+impl russh::server::Server for Server {
+    type Handler = Ssh;
+    fn new_client(&mut self, _: Option<SocketAddr>) -> Ssh {
+        Ssh {
+            files: self.0.clone(),
+            channels: HashMap::new(),
+        }
+    }
+}
+
+struct Ssh {
+    files: Files,
+    channels: HashMap<ChannelId, Channel<Msg>>,
+}
+
+impl russh::server::Handler for Ssh {
+    type Error = russh::Error;
+
+    async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, Self::Error> {
+        Ok(if (user, password) == ("acme", "pw") {
+            Auth::Accept
+        } else {
+            Auth::reject()
+        })
+    }
+
+    async fn channel_open_session(
+        &mut self,
+        channel: Channel<Msg>,
+        reply: ChannelOpenHandle,
+        _: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.channels.insert(channel.id(), channel);
+        reply.accept().await;
+        Ok(())
+    }
+
+    async fn subsystem_request(
+        &mut self,
+        id: ChannelId,
+        name: &str,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        match (name, self.channels.remove(&id)) {
+            ("sftp", Some(channel)) => {
+                session.channel_success(id)?;
+                russh_sftp::server::run(
+                    channel.into_stream(),
+                    Fs {
+                        files: self.files.clone(),
+                        listed: false,
+                    },
+                )
+                .await;
+            }
+            _ => session.channel_failure(id)?,
+        }
+        Ok(())
+    }
+}
+
+struct Fs {
+    files: Files,
+    listed: bool,
+}
+
+fn ok(id: u32) -> Status {
+    Status {
+        id,
+        status_code: StatusCode::Ok,
+        error_message: "Ok".into(),
+        language_tag: "en-US".into(),
+    }
+}
+
+fn attrs(len: usize) -> FileAttributes {
+    let mut attrs = FileAttributes {
+        size: Some(len as u64),
+        mtime: Some(1_714_550_400),
+        permissions: Some(0o644),
+        ..FileAttributes::empty()
+    };
+    attrs.set_regular(true);
+    attrs
+}
+
+impl russh_sftp::server::Handler for Fs {
+    type Error = StatusCode;
+
+    fn unimplemented(&self) -> StatusCode {
+        StatusCode::OpUnsupported
+    }
+
+    async fn init(&mut self, _: u32, _: HashMap<String, String>) -> Result<Version, StatusCode> {
+        Ok(Version::new())
+    }
+
+    async fn open(
+        &mut self,
+        id: u32,
+        path: String,
+        flags: OpenFlags,
+        _: FileAttributes,
+    ) -> Result<Handle, StatusCode> {
+        let mut files = self.files.lock().unwrap();
+        if flags.contains(OpenFlags::CREATE) {
+            files.insert(path.clone(), Vec::new());
+        } else if !files.contains_key(&path) {
+            return Err(StatusCode::NoSuchFile);
+        }
+        Ok(Handle { id, handle: path })
+    }
+
+    async fn read(
+        &mut self,
+        id: u32,
+        handle: String,
+        offset: u64,
+        len: u32,
+    ) -> Result<Data, StatusCode> {
+        let files = self.files.lock().unwrap();
+        let body = files.get(&handle).ok_or(StatusCode::NoSuchFile)?;
+        let start = offset as usize;
+        if start >= body.len() {
+            return Err(StatusCode::Eof);
+        }
+        let end = (start + len as usize).min(body.len());
+        Ok(Data {
+            id,
+            data: body[start..end].to_vec(),
+        })
+    }
+
+    async fn write(
+        &mut self,
+        id: u32,
+        handle: String,
+        offset: u64,
+        data: Vec<u8>,
+    ) -> Result<Status, StatusCode> {
+        let mut files = self.files.lock().unwrap();
+        let body = files.get_mut(&handle).ok_or(StatusCode::NoSuchFile)?;
+        body.truncate(offset as usize);
+        body.extend_from_slice(&data);
+        Ok(ok(id))
+    }
+
+    async fn fstat(&mut self, id: u32, handle: String) -> Result<Attrs, StatusCode> {
+        let files = self.files.lock().unwrap();
+        Ok(Attrs {
+            id,
+            attrs: attrs(files.get(&handle).map_or(0, Vec::len)),
+        })
+    }
+
+    async fn close(&mut self, id: u32, _: String) -> Result<Status, StatusCode> {
+        Ok(ok(id))
+    }
+
+    async fn opendir(&mut self, id: u32, path: String) -> Result<Handle, StatusCode> {
+        self.listed = false;
+        Ok(Handle { id, handle: path })
+    }
+
+    async fn readdir(&mut self, id: u32, dir: String) -> Result<Name, StatusCode> {
+        if std::mem::replace(&mut self.listed, true) {
+            return Err(StatusCode::Eof);
+        }
+        let prefix = format!("{}/", dir.trim_end_matches('/'));
+        let files = self.files.lock().unwrap();
+        let listed = files
+            .iter()
+            .filter_map(|(path, body)| {
+                path.strip_prefix(&prefix)
+                    .map(|name| File::new(name, attrs(body.len())))
+            })
+            .collect();
+        Ok(Name { id, files: listed })
+    }
+}
+
+async fn start(files: &[(&str, &str)]) -> (SftpConfig, Files) {
+    let files: Files = Arc::new(Mutex::new(
+        files
+            .iter()
+            .map(|(p, b)| ((*p).to_owned(), b.as_bytes().to_vec()))
+            .collect(),
+    ));
+    let key = russh::keys::decode_secret_key(HOST_KEY, None).unwrap();
+    let fingerprint = key.public_key().fingerprint(HashAlg::Sha256).to_string();
+    let config = Arc::new(russh::server::Config {
+        keys: vec![key],
+        ..Default::default()
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut server = Server(files.clone());
+    tokio::spawn(async move { server.run_on_socket(config, &listener).await });
+    let config = SftpConfig {
+        host: "127.0.0.1".into(),
+        port,
+        user: "acme".into(),
+        secret_id: "s".into(),
+        host_key_sha256: fingerprint,
+    };
+    (config, files)
+}
+
+#[tokio::test]
+async fn lists_reads_and_writes_over_a_pinned_host_key() {
+    let (config, files) = start(&[
+        ("/outbox/a.csv", "id\n1\n"),
+        ("/outbox/b.csv", "id\n2\n"),
+        ("/other/c.csv", "x"),
+    ])
+    .await;
+    let client = SftpClient::new(config, r#"{"password":"pw"}"#).unwrap();
+    let mut listed = client.list("/outbox").await.unwrap();
+    listed.sort_by(|a, b| a.path.cmp(&b.path));
+    let paths: Vec<_> = listed.iter().map(|f| (f.path.as_str(), f.size)).collect();
+    assert_eq!(paths, [("/outbox/a.csv", 5), ("/outbox/b.csv", 5)]);
+    assert_eq!(
+        client.read("/outbox/a.csv").await.unwrap(),
+        Bytes::from_static(b"id\n1\n")
+    );
+    client
+        .write("/inbox/result.zip", Bytes::from_static(b"PK-bytes"))
+        .await
+        .unwrap();
+    assert_eq!(
+        files
+            .lock()
+            .unwrap()
+            .get("/inbox/result.zip")
+            .map(Vec::as_slice),
+        Some(&b"PK-bytes"[..])
+    );
+}
+
+#[tokio::test]
+async fn an_unexpected_host_key_or_password_is_refused() {
+    let (config, _) = start(&[("/outbox/a.csv", "x")]).await;
+    let impostor = SftpConfig {
+        host_key_sha256: "SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA".into(),
+        ..config.clone()
+    };
+    assert!(
+        SftpClient::new(impostor, r#"{"password":"pw"}"#)
+            .unwrap()
+            .list("/outbox")
+            .await
+            .is_err()
+    );
+    let wrong = SftpClient::new(config, r#"{"password":"nope"}"#).unwrap();
+    assert!(
+        !wrong.list("/outbox").await.unwrap_err().is_retryable(),
+        "a refused login is not worth retrying"
+    );
+}
+
+#[derive(Debug, Default)]
+struct Defaults;
+impl Hooks for Defaults {}
+
+#[tokio::test]
+async fn the_poller_copies_new_files_to_landing_once() {
+    let (sftp, _) = start(&[("/outbox/a.csv", "id\n1\n")]).await;
+    let config = Config::from_toml(
+        "test",
+        "[pipeline]\nname='acme'\ndata_bucket='data'\n[steps.poll]\nremote_dir='/outbox'\n",
+    )
+    .unwrap();
+    let objects = Arc::new(MemoryObjectStore::default());
+    let qualtrics: Arc<dyn QualtricsApi> = Arc::new(Unconfigured("q"));
+    let client: Arc<dyn Sftp> = Arc::new(SftpClient::new(sftp, r#"{"password":"pw"}"#).unwrap());
+    let services = Services {
+        qualtrics,
+        objects: objects.clone(),
+        queue: Arc::new(MemoryQueue::default()),
+        notifications: Arc::new(MemoryNotifications::default()),
+        sftp: client,
+    };
+    let runner = Runner::<SftpPoller<Defaults>>::new("poll", config, services).unwrap();
+    assert!(
+        runner
+            .handle_event(sqs_event(&["{}"]))
+            .await
+            .batch_item_failures
+            .is_empty()
+    );
+    assert_eq!(
+        objects.text("data", "landing/2024-05-01/a.csv").as_deref(),
+        Some("id\n1\n")
+    );
+    objects.insert("data", "landing/2024-05-01/a.csv", "validated already");
+    assert!(
+        runner
+            .handle_event(sqs_event(&["{\"tick\":2}"]))
+            .await
+            .batch_item_failures
+            .is_empty()
+    );
+    assert_eq!(
+        objects.text("data", "landing/2024-05-01/a.csv").as_deref(),
+        Some("validated already")
+    );
+}
