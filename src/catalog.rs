@@ -71,6 +71,13 @@ impl fmt::Display for Stage {
 pub struct StepKind {
     /// Catalog id, as given to `--services`.
     pub id: String,
+    /// Path of the implementing step type under `etlgen_runtime::`.
+    pub runtime: String,
+    /// Whether the kind calls the Qualtrics API.
+    pub calls_qualtrics: bool,
+    /// etlgen-runtime features the kind's crate enables.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub features: Vec<String>,
     /// Pipeline stage.
     pub stage: Stage,
     /// One line for `etlgen list`.
@@ -122,12 +129,19 @@ pub struct Param {
     pub name: String,
     /// One line of help.
     pub help: String,
-    /// Default value; `None` means unset unless the answers set it.
+    /// Key in the step's config table, when it differs from `name`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub default: Option<String>,
+    pub config_key: Option<String>,
+    /// Default value, which also fixes the value's type; `None` means a
+    /// string that is unset unless the answers set it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<toml::Value>,
     /// Allowed values, when the parameter is a choice.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub choices: Vec<String>,
+    /// An etlgen-runtime feature the step needs when this parameter is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feature: Option<String>,
     /// A requirement of the kind that setting this parameter satisfies.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub satisfies: Option<String>,
@@ -202,6 +216,13 @@ impl Catalog {
     }
 }
 
+impl Param {
+    /// The key this parameter has in the step's config table.
+    pub fn config_key(&self) -> &str {
+        self.config_key.as_deref().unwrap_or(&self.name)
+    }
+}
+
 impl StepKind {
     /// The parameter named `name`, if this kind has one.
     pub fn param(&self, name: &str) -> Option<&Param> {
@@ -268,9 +289,35 @@ mod tests {
         for kind in &Catalog::builtin().kinds {
             for p in &kind.params {
                 if let (Some(d), false) = (&p.default, p.choices.is_empty()) {
-                    assert!(p.choices.contains(d), "{}.{}", kind.id, p.name);
+                    let d = d.as_str().expect("choice params are strings");
+                    assert!(p.choices.iter().any(|c| c == d), "{}.{}", kind.id, p.name);
                 }
             }
+        }
+    }
+
+    /// The catalog's hook points and kinds are the runtime's, so the hooks a
+    /// scoping document lists are the ones a client can really override.
+    #[test]
+    fn kinds_and_hooks_match_the_runtime() {
+        use etlgen_runtime::kinds;
+        let runtime: &[(&str, &[&str])] = &[
+            (kinds::validator::KIND, kinds::validator::HOOKS),
+            (kinds::contacts::KIND, kinds::contacts::HOOKS),
+            (kinds::distribution::KIND, kinds::distribution::HOOKS),
+            (kinds::responses::KIND, kinds::responses::HOOKS),
+            (kinds::sources::KIND, kinds::sources::HOOKS),
+            (kinds::exporter::KIND, kinds::exporter::HOOKS),
+            (kinds::notifier::KIND, kinds::notifier::HOOKS),
+        ];
+        let catalog = Catalog::builtin();
+        assert_eq!(catalog.kinds.len(), runtime.len());
+        for (id, hooks) in runtime {
+            let kind = catalog
+                .kind(id)
+                .unwrap_or_else(|| panic!("catalog lacks {id}"));
+            assert_eq!(kind.hooks, *hooks, "{id}");
+            assert!(kind.runtime.starts_with("kinds::"), "{id}");
         }
     }
 

@@ -9,3 +9,13 @@
 
 pub mod answers;
 pub mod catalog;
+pub mod cli;
+pub mod cmd;
+pub mod git;
+pub mod interview;
+pub mod lockfile;
+pub mod plan;
+pub mod prompt;
+pub mod render;
+pub mod templates;
+pub mod write;

@@ -12,10 +12,10 @@ use super::AnswerError;
 use crate::catalog::{StepKind, StepSettings};
 
 /// A resolved kind-specific parameter value.
-pub type SettingValue = String;
+pub type SettingValue = toml::Value;
 
 /// The numeric settings plus the kind's parameters.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ResolvedSettings {
     /// Queue, trigger and function settings.
     #[serde(flatten)]
@@ -69,20 +69,25 @@ impl ResolvedSettings {
                 let n = u32::try_from(n).expect("range-checked");
                 *numeric_mut(&mut step, key) = n;
             } else if let Some(param) = kind.param(key) {
-                let s = value
-                    .as_str()
-                    .ok_or_else(|| invalid("expected a string".into()))?
-                    .to_string();
-                if !param.choices.is_empty() && !param.choices.contains(&s) {
-                    return Err(invalid(format!(
-                        "expected one of: {}",
-                        param.choices.join(", ")
-                    )));
+                let expected = param
+                    .default
+                    .as_ref()
+                    .map_or("string", toml::Value::type_str);
+                if value.type_str() != expected {
+                    return Err(invalid(format!("expected a value of type {expected}")));
                 }
-                if s.is_empty() || s.chars().any(char::is_control) {
-                    return Err(invalid("expected a non-empty single-line value".into()));
+                if let Some(s) = value.as_str() {
+                    if !param.choices.is_empty() && !param.choices.iter().any(|c| c == s) {
+                        return Err(invalid(format!(
+                            "expected one of: {}",
+                            param.choices.join(", ")
+                        )));
+                    }
+                    if s.is_empty() || s.chars().any(char::is_control) {
+                        return Err(invalid("expected a non-empty single-line value".into()));
+                    }
                 }
-                params.insert(key.clone(), s);
+                params.insert(key.clone(), value.clone());
             } else {
                 let mut allowed: Vec<&str> = LIMITS.iter().map(|(k, ..)| *k).collect();
                 allowed.push("fifo");
@@ -98,13 +103,23 @@ impl ResolvedSettings {
                 });
             }
         }
+        // A FIFO queue takes at most 10 messages and no batching window: the
+        // kind's standard-queue defaults give way unless the user set them.
+        if step.fifo {
+            if !overrides.contains_key("batching_window_seconds") {
+                step.batching_window_seconds = 0;
+            }
+            if !overrides.contains_key("batch_size") {
+                step.batch_size = step.batch_size.min(10);
+            }
+        }
         check_fifo(&step, at)?;
         Ok(ResolvedSettings { step, params })
     }
 
     /// The value of parameter `name`, if set.
-    pub fn param(&self, name: &str) -> Option<&str> {
-        self.params.get(name).map(String::as_str)
+    pub fn param(&self, name: &str) -> Option<&SettingValue> {
+        self.params.get(name)
     }
 
     /// The SQS visibility timeout: six times the function timeout, as AWS
@@ -176,12 +191,27 @@ mod tests {
         )
         .unwrap();
         assert_eq!(r.step.batch_size, 5);
-        assert_eq!(r.param("mailing_list_id"), Some("CG_1"));
-        assert_eq!(r.param("send_offset_hours"), Some("9"));
+        assert_eq!(
+            r.param("mailing_list_id").and_then(|v| v.as_str()),
+            Some("CG_1")
+        );
+        assert_eq!(
+            r.param("send_offset_hours").and_then(|v| v.as_integer()),
+            Some(9)
+        );
         assert_eq!(
             r.visibility_timeout_seconds(),
             kind.settings.timeout_seconds * 6
         );
+    }
+
+    #[test]
+    fn fifo_gives_the_standard_queue_defaults_way() {
+        let kind = Catalog::builtin().kind("contact-importer").unwrap();
+        assert!(kind.settings.batching_window_seconds > 0);
+        let r = ResolvedSettings::resolve(kind, &table("fifo = true"), "steps[0]").unwrap();
+        assert_eq!(r.step.batching_window_seconds, 0);
+        assert!(r.step.batch_size <= 10);
     }
 
     #[test]
@@ -194,8 +224,17 @@ mod tests {
             ("memory_mb = \"big\"", "whole number"),
             ("fifo = 1", "true or false"),
             ("format = \"xml\"", "csv, jsonl"),
+            (
+                "records_per_batch = \"many\"",
+                "expected a value of type integer",
+            ),
+            ("primary_key = \"\"", "non-empty"),
             ("colour = \"red\"", "unknown setting for validator"),
             ("fifo = true\nbatch_size = 11", "at most 10"),
+            (
+                "fifo = true\nbatching_window_seconds = 1",
+                "batching window",
+            ),
             (
                 "fifo = true\nbatching_window_seconds = 5",
                 "batching window",

@@ -89,7 +89,13 @@ fn a_fixed_mailing_list_satisfies_the_scheduler() {
         settings = { mailing_list_id = "CG_123" }
     "#;
     let a = resolve(doc).unwrap();
-    assert_eq!(a.steps[1].settings.param("mailing_list_id"), Some("CG_123"));
+    assert_eq!(
+        a.steps[1]
+            .settings
+            .param("mailing_list_id")
+            .and_then(|v| v.as_str()),
+        Some("CG_123")
+    );
     let err = resolve(&doc.replace("settings = { mailing_list_id = \"CG_123\" }", "")).unwrap_err();
     assert!(err.contains("add contact-importer"), "{err}");
     assert!(

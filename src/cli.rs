@@ -1,0 +1,22 @@
+//! Command-line arguments. Doc comments here are the `--help` text.
+
+use clap::{Parser, Subcommand};
+
+/// Generate and maintain per-client Qualtrics ETL automation repositories:
+/// Rust Lambda steps on SQS, Terraform, CI and release packaging.
+#[derive(Debug, Parser)]
+#[command(name = "etlgen", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// etlgen's subcommands; each lives in its own module under `cmd/`.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Generate a new client repository, asking for whatever flags leave open.
+    New(crate::cmd::new::Args),
+    /// Show the service catalog: sources, step kinds, defaults and hook points.
+    List(crate::cmd::list::Args),
+}

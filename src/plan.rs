@@ -1,0 +1,405 @@
+//! The plan: which files a set of answers produces, from which source, with
+//! which context, and who owns each. Pure: no I/O.
+//!
+//! Separating the plan from rendering lets `--dry-run` list the files, and
+//! later `check` and `update` compare trees, without duplicating the rules of
+//! which template goes where.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::answers::{ANSWERS_PATH, Answers, Step};
+use crate::catalog::Catalog;
+use crate::lockfile;
+use crate::templates::{self, Each, FRAMEWORK, FRAMEWORK_DIR, Owner, TEMPLATE_SUFFIX, Templates};
+
+/// The etlgen version, recorded in every answers file.
+pub const ETLGEN_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Every file a render will produce.
+#[derive(Debug)]
+pub struct Plan {
+    /// The answers the plan was made from.
+    pub answers: Answers,
+    /// Files in plan order (set order, then template order).
+    pub files: Vec<PlannedFile>,
+}
+
+/// One output file.
+#[derive(Debug)]
+pub struct PlannedFile {
+    /// Path relative to the repository root, `/`-separated.
+    pub path: String,
+    /// Ownership class.
+    pub owner: Owner,
+    /// Where its bytes come from.
+    pub source: Source,
+}
+
+/// Where a planned file's bytes come from.
+#[derive(Debug)]
+pub enum Source {
+    /// Rendered by Tera from `template` with `context`.
+    Render {
+        /// Template name (its path under `templates/`).
+        template: String,
+        /// Shared context of the set instance.
+        context: Arc<tera::Context>,
+    },
+    /// Copied byte for byte from the binary.
+    Copy(&'static [u8]),
+    /// Produced by the planner (the answers file).
+    Bytes(Vec<u8>),
+    /// Composed from the rendered workspace manifests (`Cargo.lock`).
+    Lockfile,
+}
+
+/// What templates see about the repository as a whole.
+#[derive(Debug, Serialize)]
+struct RepoContext<'a> {
+    etlgen_version: &'static str,
+    runtime_version: String,
+    client: &'a str,
+    client_snake: String,
+    source: &'a str,
+    source_description: &'a str,
+    region: &'a str,
+    datacenter: &'a str,
+    environments: Vec<&'a str>,
+    schedule: Option<&'a str>,
+    steps: Vec<StepContext<'a>>,
+    framework_dir: &'static str,
+    /// Whether any step calls the Qualtrics API (renders `[qualtrics]`).
+    uses_qualtrics: bool,
+    /// Whether any step talks to the client's SFTP server (renders `[sftp]`).
+    uses_sftp: bool,
+    /// Config values that still hold a REPLACE_ME placeholder.
+    placeholders: Vec<String>,
+}
+
+/// What templates see about one step.
+#[derive(Debug, Clone, Serialize)]
+struct StepContext<'a> {
+    name: &'a str,
+    snake: String,
+    kind: &'a str,
+    /// The step type, e.g. `kinds::distribution::DistributionScheduler`.
+    runtime: &'a str,
+    /// Its module, where the `Hooks` trait and the default functions live.
+    module: &'a str,
+    /// etlgen-runtime features the crate enables.
+    features: Vec<&'a str>,
+    calls_qualtrics: bool,
+    stage: String,
+    description: &'a str,
+    hooks: &'a [String],
+    settings: &'a crate::answers::ResolvedSettings,
+    visibility_timeout_seconds: u32,
+    /// The step this one sends its output to, if any.
+    next: Option<&'a str>,
+    /// The step's `[steps.<name>]` entries: config key and TOML literal.
+    config: Vec<ConfigEntry>,
+}
+
+/// One `key = value` line of a step's config table.
+#[derive(Debug, Clone, Serialize)]
+struct ConfigEntry {
+    key: String,
+    value: String,
+}
+
+/// A bug in etlgen's own templates or catalog, or answers the renderer
+/// cannot honour.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    /// The template set is inconsistent.
+    #[error(transparent)]
+    Template(#[from] templates::TemplateError),
+    /// Building a Tera context failed.
+    #[error("cannot build the template context: {0}")]
+    Context(#[from] tera::Error),
+    /// A step name collides with a crate of the generated workspace.
+    #[error(
+        "step name {0:?} is also the name of a crate the framework depends on; choose another step name"
+    )]
+    CrateCollision(String),
+}
+
+impl Plan {
+    /// Plans the repository for `answers` with the built-in templates.
+    pub fn new(answers: Answers) -> Result<Plan, PlanError> {
+        Plan::with_templates(answers, Templates::builtin(), Catalog::builtin())
+    }
+
+    /// Plans the repository for `answers` with `templates`.
+    pub fn with_templates(
+        answers: Answers,
+        templates: &Templates,
+        catalog: &Catalog,
+    ) -> Result<Plan, PlanError> {
+        for step in &answers.steps {
+            if lockfile::is_registry_package(step.name.as_str()) {
+                return Err(PlanError::CrateCollision(step.name.to_string()));
+            }
+        }
+        let repo = repo_context(&answers, catalog);
+        let base = tera::Context::from_serialize(&repo)?;
+        let mut files = Vec::new();
+        let mut add = |path: String, source: Source| {
+            let owner = templates.owner(&path);
+            files.push(PlannedFile {
+                path,
+                owner,
+                source,
+            });
+        };
+
+        for set in &templates.manifest.sets {
+            if set
+                .when_source
+                .as_deref()
+                .is_some_and(|s| s != answers.source)
+            {
+                continue;
+            }
+            match set.each {
+                Each::Repository => {
+                    let ctx = Arc::new(base.clone());
+                    for (path, source) in set_files(&set.dir, &set.into, &[], &ctx) {
+                        add(path, source);
+                    }
+                }
+                Each::Environment => {
+                    for env in &answers.environments {
+                        let mut ctx = base.clone();
+                        ctx.insert("env", env.as_str());
+                        let vars = [("{env}", env.as_str())];
+                        for (path, source) in set_files(&set.dir, &set.into, &vars, &Arc::new(ctx))
+                        {
+                            add(path, source);
+                        }
+                    }
+                }
+                Each::Step => {
+                    for (step, step_ctx) in answers.steps.iter().zip(&repo.steps) {
+                        let mut ctx = base.clone();
+                        ctx.insert("step", step_ctx);
+                        let vars = [
+                            ("{step}", step.name.as_str()),
+                            ("{kind}", step.kind.as_str()),
+                        ];
+                        let dir = substitute(&set.dir, &vars);
+                        for (path, source) in set_files(&dir, &set.into, &vars, &Arc::new(ctx)) {
+                            add(path, source);
+                        }
+                    }
+                }
+            }
+        }
+        for file in templates::files(&FRAMEWORK) {
+            let rel = file.path().to_string_lossy().replace('\\', "/");
+            if is_vendored(&rel) {
+                add(
+                    format!("{FRAMEWORK_DIR}/{rel}"),
+                    Source::Copy(file.contents()),
+                );
+            }
+        }
+        let answers_text = answers_file_text(&answers);
+        add(
+            ANSWERS_PATH.to_string(),
+            Source::Bytes(answers_text.into_bytes()),
+        );
+        add("Cargo.lock".to_string(), Source::Lockfile);
+        files.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(Plan { answers, files })
+    }
+}
+
+/// The framework's files that belong in a client repository: its sources,
+/// tests, examples and manifest, not build output or editor debris.
+fn is_vendored(rel: &str) -> bool {
+    let first = rel.split('/').next().unwrap_or_default();
+    !(first == "target" || first == "Cargo.lock" || rel.ends_with('~') || rel.ends_with(".swp"))
+}
+
+/// The answers file, with a header saying what it is and what never goes in it.
+pub fn answers_file_text(answers: &Answers) -> String {
+    let body = toml::to_string(&answers.to_file(ETLGEN_VERSION))
+        .expect("answers always serialize to TOML");
+    format!(
+        "# The answers this repository was generated from: the single source of truth\n\
+         # for `etlgen update`, `check` and `add`. Edit it only through etlgen.\n\
+         # It never holds secrets: those live in AWS Secrets Manager.\n\n{body}"
+    )
+}
+
+fn substitute(text: &str, vars: &[(&str, &str)]) -> String {
+    vars.iter()
+        .fold(text.to_string(), |acc, (k, v)| acc.replace(k, v))
+}
+
+/// The files of template folder `dir`, mapped into `into`.
+fn set_files(
+    dir: &str,
+    into: &str,
+    vars: &[(&str, &str)],
+    ctx: &Arc<tera::Context>,
+) -> Vec<(String, Source)> {
+    let Some(folder) = templates::TEMPLATES.get_dir(dir) else {
+        return Vec::new();
+    };
+    let into = substitute(into, vars);
+    templates::files(folder)
+        .into_iter()
+        .map(|file| {
+            let name = file.path().to_string_lossy().replace('\\', "/");
+            let rel = substitute(&name[dir.len() + 1..], vars);
+            let (rel, source) = match rel.strip_suffix(TEMPLATE_SUFFIX) {
+                Some(out) => (
+                    out.to_string(),
+                    Source::Render {
+                        template: name.clone(),
+                        context: Arc::clone(ctx),
+                    },
+                ),
+                None => (rel, Source::Copy(file.contents())),
+            };
+            let path = if into.is_empty() {
+                rel
+            } else {
+                format!("{into}/{rel}")
+            };
+            (path, source)
+        })
+        .collect()
+}
+
+fn repo_context<'a>(answers: &'a Answers, catalog: &'a Catalog) -> RepoContext<'a> {
+    let steps: Vec<StepContext<'a>> = answers
+        .steps
+        .iter()
+        .enumerate()
+        .map(|(i, step)| step_context(step, answers.steps.get(i + 1), catalog))
+        .collect();
+    let steps: Vec<StepContext<'a>> = steps;
+    let placeholders = steps
+        .iter()
+        .flat_map(|s| {
+            s.config
+                .iter()
+                .filter(|e| e.value.contains("REPLACE_ME"))
+                .map(move |e| format!("steps.{}.{}", s.name, e.key))
+        })
+        .collect();
+    RepoContext {
+        uses_qualtrics: steps.iter().any(|s| s.calls_qualtrics),
+        uses_sftp: steps.iter().any(|s| s.features.contains(&"sftp")),
+        placeholders,
+        etlgen_version: ETLGEN_VERSION,
+        runtime_version: lockfile::framework_version().to_string(),
+        client: answers.client.as_str(),
+        client_snake: answers.client.snake(),
+        source: &answers.source,
+        source_description: catalog
+            .source(&answers.source)
+            .map(|s| s.description.as_str())
+            .unwrap_or_default(),
+        region: answers.region.as_str(),
+        datacenter: answers.datacenter.as_str(),
+        environments: answers.environments.iter().map(|e| e.as_str()).collect(),
+        schedule: answers.schedule.as_ref().map(|s| s.as_str()),
+        steps,
+        framework_dir: FRAMEWORK_DIR,
+    }
+}
+
+fn step_context<'a>(
+    step: &'a Step,
+    next: Option<&'a Step>,
+    catalog: &'a Catalog,
+) -> StepContext<'a> {
+    let kind = catalog
+        .kind(&step.kind)
+        .expect("answers are resolved against the catalog");
+    let mut features: Vec<&str> = kind.features.iter().map(String::as_str).collect();
+    let mut config = Vec::new();
+    for param in &kind.params {
+        if let Some(value) = step.settings.param(&param.name) {
+            config.push(ConfigEntry {
+                key: param.config_key().to_string(),
+                value: toml_literal(value),
+            });
+            features.extend(param.feature.as_deref());
+        }
+    }
+    features.sort_unstable();
+    features.dedup();
+    StepContext {
+        module: kind.runtime.rsplit_once("::").map_or("", |(m, _)| m),
+        features,
+        calls_qualtrics: kind.calls_qualtrics,
+        config,
+        name: step.name.as_str(),
+        snake: step.name.snake(),
+        kind: &kind.id,
+        runtime: &kind.runtime,
+        stage: kind.stage.to_string(),
+        description: &kind.description,
+        hooks: &kind.hooks,
+        settings: &step.settings,
+        visibility_timeout_seconds: step.settings.visibility_timeout_seconds(),
+        next: next.map(|n| n.name.as_str()),
+    }
+}
+
+/// A value as it is written on the right of `key = ` in TOML: inline arrays
+/// and tables, with the `toml` crate's quoting.
+fn toml_literal(value: &toml::Value) -> String {
+    let mut doc = toml::Table::new();
+    doc.insert("v".into(), value.clone());
+    let line = toml::to_string(&doc).expect("a TOML value serializes");
+    match value {
+        // Arrays of tables serialize as [[v]] sections; write them inline.
+        toml::Value::Array(items) if items.iter().any(toml::Value::is_table) => {
+            let inner: Vec<String> = items.iter().map(toml_literal).collect();
+            format!("[\n    {},\n]", inner.join(",\n    "))
+        }
+        toml::Value::Table(t) => {
+            let inner: Vec<String> = t
+                .iter()
+                .map(|(k, v)| format!("{k} = {}", toml_literal(v)))
+                .collect();
+            format!("{{ {} }}", inner.join(", "))
+        }
+        _ => line
+            .trim_end()
+            .strip_prefix("v = ")
+            .expect("key = value")
+            .to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toml_literals_parse_back_to_the_same_value() {
+        let doc: toml::Table = toml::from_str(
+            r#"
+            s = "a \"quoted\" value"
+            n = 9
+            arr = [".csv", ".txt"]
+            cols = [{ name = "id", required = true }, { name = "email", type = "email" }]
+            "#,
+        )
+        .unwrap();
+        for (key, value) in &doc {
+            let line = format!("{key} = {}", toml_literal(value));
+            let back: toml::Table = toml::from_str(&line).unwrap_or_else(|e| panic!("{line}: {e}"));
+            assert_eq!(&back[key], value, "{line}");
+        }
+    }
+}

@@ -1,0 +1,88 @@
+//! Shared fixtures: the binary under test, scratch directories and renders.
+
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+use etlgen::answers::{Answers, AnswersFile};
+use etlgen::catalog::Catalog;
+use etlgen::plan::Plan;
+use etlgen::render::{Tree, render};
+
+/// The etlgen binary, with no git identity and no terminal.
+pub fn etlgen() -> Command {
+    let mut cmd = Command::cargo_bin("etlgen").expect("the etlgen binary is built");
+    cmd.env_remove("GIT_AUTHOR_NAME")
+        .env_remove("GIT_AUTHOR_EMAIL")
+        .env("NO_COLOR", "1");
+    cmd
+}
+
+/// A scratch directory and the paths in it.
+pub struct Scratch {
+    pub dir: tempfile::TempDir,
+}
+
+impl Scratch {
+    pub fn new() -> Self {
+        Scratch {
+            dir: tempfile::tempdir().expect("a temporary directory"),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn join(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// Every entry under the scratch directory, relative and sorted.
+    pub fn entries(&self) -> Vec<String> {
+        let mut out: Vec<String> = walkdir::WalkDir::new(self.path())
+            .min_depth(1)
+            .into_iter()
+            .map(|e| {
+                let e = e.expect("a readable entry");
+                e.path()
+                    .strip_prefix(self.path())
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .collect();
+        out.sort();
+        out
+    }
+}
+
+/// Resolves and renders an answers document in-process.
+pub fn render_doc(doc: &str) -> (Answers, Tree) {
+    let raw: AnswersFile = toml::from_str(doc).expect("a valid answers document");
+    let answers = Answers::resolve(&raw, Catalog::builtin()).expect("valid answers");
+    let plan = Plan::new(answers.clone()).expect("a plan");
+    let tree = render(&plan).expect("a render");
+    (answers, tree)
+}
+
+/// The answers document of a pipeline with every selectable kind.
+pub fn all_services_doc(client: &str, source: &str) -> String {
+    let mut doc = format!(
+        "client = \"{client}\"\nsource = \"{source}\"\nschedule = \"cron(0 6 * * ? *)\"\n\
+         environments = [\"dev\", \"staging\", \"prod\"]\n"
+    );
+    for (kind, name) in [
+        ("validator", "validator"),
+        ("contact-importer", "import-contacts"),
+        ("distribution-scheduler", "invite"),
+        ("distribution-scheduler", "reminder"),
+        ("response-importer", "import-responses"),
+        ("exporter", "export"),
+        ("notifier", "notify"),
+    ] {
+        doc.push_str(&format!(
+            "[[steps]]\nkind = \"{kind}\"\nname = \"{name}\"\n"
+        ));
+    }
+    doc
+}

@@ -1,0 +1,50 @@
+//! `etlgen list`: the catalog as text and as JSON.
+
+use crate::helpers::etlgen;
+
+#[test]
+fn text_names_every_kind_with_its_defaults_and_hooks() {
+    let out = etlgen().arg("list").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    for needle in [
+        "validator",
+        "contact-importer",
+        "distribution-scheduler (processing, repeatable, default)",
+        "response-importer",
+        "exporter",
+        "notifier",
+        "sftp-poller (source, comes with its source)",
+        "s3     The client drops a file",
+        "requires: mailing-list (or set mailing_list_id for mailing-list)",
+        "hooks:    send_time, build_request",
+        "maxReceiveCount",
+    ] {
+        assert!(text.contains(needle), "{needle:?} not in:\n{text}");
+    }
+}
+
+#[test]
+fn json_is_the_catalog() {
+    let out = etlgen()
+        .args(["list", "--format", "json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let kinds = json["kind"].as_array().unwrap();
+    let scheduler = kinds
+        .iter()
+        .find(|k| k["id"] == "distribution-scheduler")
+        .unwrap();
+    assert_eq!(scheduler["repeatable"], true);
+    assert_eq!(scheduler["requires"][0], "mailing-list");
+    assert!(scheduler["settings"]["max_receive_count"].as_u64().unwrap() >= 1);
+    assert_eq!(json["defaults"]["source"], "s3");
+    assert_eq!(json["source"].as_array().unwrap().len(), 3);
+}
+
+#[test]
+fn an_unknown_format_is_a_usage_error() {
+    etlgen().args(["list", "--format", "yaml"]).assert().code(2);
+}

@@ -1,0 +1,11 @@
+//! etlgen's integration tests: one binary, one module per feature, in the
+//! style of cargo-generate's and ripgrep's suites.
+
+mod bad_input;
+mod generated_build;
+mod helpers;
+mod list;
+mod matrix;
+mod new;
+mod pty;
+mod snapshots;
