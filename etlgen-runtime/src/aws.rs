@@ -20,8 +20,18 @@ use crate::ports::{
 };
 use crate::qualtrics;
 
-/// Builds every port from configuration. Called once per cold start.
-pub async fn services(config: &Config) -> Result<Services, crate::Error> {
+/// Which ports a step needs beyond S3, SQS and SNS (see `Step::USES_QUALTRICS`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Needs {
+    /// The Qualtrics client (and its secret).
+    pub qualtrics: bool,
+    /// The SFTP client (and its secret).
+    pub sftp: bool,
+}
+
+/// Builds every port from configuration. Called once per cold start; only the secrets the
+/// step needs are fetched.
+pub async fn services(config: &Config, needs: Needs) -> Result<Services, crate::Error> {
     let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
     if let Some(region) = &config.aws.region {
         loader = loader.region(aws_config::Region::new(region.clone()));
@@ -35,11 +45,11 @@ pub async fn services(config: &Config) -> Result<Services, crate::Error> {
         .build();
     let secrets = SecretsManager(aws_sdk_secretsmanager::Client::new(&sdk));
     let qualtrics: Arc<dyn crate::ports::QualtricsApi> = match &config.qualtrics {
-        Some(q) => {
+        Some(q) if needs.qualtrics => {
             let secret = secrets.secret(&q.secret_id).await?;
             Arc::new(qualtrics::Client::new(q, &secret)?)
         }
-        None => Arc::new(Unconfigured("[qualtrics]")),
+        _ => Arc::new(Unconfigured("[qualtrics]")),
     };
     Ok(Services {
         qualtrics,

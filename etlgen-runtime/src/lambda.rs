@@ -63,7 +63,11 @@ async fn init<S: Step>(
         step = step_name,
         "cold start"
     );
-    let services = crate::aws::services(&config).await?;
+    let needs = crate::aws::Needs {
+        qualtrics: S::USES_QUALTRICS,
+        sftp: S::USES_SFTP,
+    };
+    let services = crate::aws::services(&config, needs).await?;
     Runner::new(step_name, config, services)
 }
 

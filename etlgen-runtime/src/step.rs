@@ -74,6 +74,14 @@ pub trait Step: Send + Sync + Sized + 'static {
     /// The catalog id of the kind (`validator`, `contact-importer`, …).
     const KIND: &'static str;
 
+    /// Whether the step calls Qualtrics. When `false`, cold start skips the Qualtrics secret
+    /// and client even if `[qualtrics]` is configured for the pipeline.
+    const USES_QUALTRICS: bool = true;
+
+    /// Whether the step talks to the client's SFTP server. When `false`, cold start skips
+    /// the SFTP secret even if `[sftp]` is configured for the pipeline.
+    const USES_SFTP: bool = false;
+
     /// Builds the step once at cold start: read settings, keep clients.
     fn init(cx: &InitContext<'_>) -> Result<Self, crate::Error>;
 

@@ -1,6 +1,8 @@
 //! `lambda::run` end to end: a Lambda Runtime API stub hands it an SQS event, the step
 //! publishes through the real SNS client (endpoint overridden by config), and the batch
 //! response is posted back. One test per binary, because it sets process environment.
+//! `[qualtrics]` is configured but the notifier never calls it, so cold start must not
+//! fetch its secret (the stub has no Secrets Manager, so a fetch would fail the start).
 
 use std::time::{Duration, Instant};
 
@@ -80,6 +82,7 @@ async fn a_lambda_serves_an_sqs_event_from_the_runtime_api() {
         format!(
             "[pipeline]\nname='acme'\ndata_bucket='acme-dev-data'\n[runtime]\nledger=false\n\
              [aws]\nregion='eu-west-1'\nendpoint_url='{}'\n\
+             [qualtrics]\ndatacenter='fra1'\nsecret_id='acme/dev/qualtrics'\n\
              [steps.notify]\ntopic_arn='arn:aws:sns:eu-west-1:123456789012:acme-dev-notifications'\n",
             server.uri()
         )

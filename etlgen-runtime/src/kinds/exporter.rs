@@ -190,6 +190,7 @@ pub struct Exporter<H> {
 impl<H: Hooks + Default> Step for Exporter<H> {
     type Input = serde_json::Value;
     const KIND: &'static str = KIND;
+    const USES_SFTP: bool = true;
 
     fn init(cx: &InitContext<'_>) -> Result<Self, crate::Error> {
         Ok(Self {

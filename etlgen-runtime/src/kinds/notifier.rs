@@ -87,6 +87,7 @@ pub struct Notifier<H> {
 impl<H: Hooks + Default> Step for Notifier<H> {
     type Input = serde_json::Value;
     const KIND: &'static str = KIND;
+    const USES_QUALTRICS: bool = false;
 
     fn init(cx: &InitContext<'_>) -> Result<Self, crate::Error> {
         Ok(Self {

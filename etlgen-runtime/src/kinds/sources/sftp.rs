@@ -100,6 +100,8 @@ pub struct SftpPoller<H> {
 impl<H: Hooks + Default> Step for SftpPoller<H> {
     type Input = serde_json::Value;
     const KIND: &'static str = KIND;
+    const USES_QUALTRICS: bool = false;
+    const USES_SFTP: bool = true;
 
     fn init(cx: &InitContext<'_>) -> Result<Self, crate::Error> {
         Ok(Self {

@@ -204,6 +204,7 @@ pub struct Validator<H> {
 impl<H: Hooks + Default> Step for Validator<H> {
     type Input = Source;
     const KIND: &'static str = KIND;
+    const USES_QUALTRICS: bool = false;
 
     fn init(cx: &InitContext<'_>) -> Result<Self, crate::Error> {
         Ok(Self {

@@ -44,32 +44,36 @@ pub struct Column {
 /// Checks a row against the declared columns and converts the values to their types.
 /// Undeclared columns pass through unchanged. The error is the rejection reason.
 pub fn check_row(row: &mut Record, columns: &[Column]) -> Result<(), String> {
-    let mut converted = Vec::with_capacity(columns.len());
+    // Check everything first, changing nothing, so a rejected row is reported exactly as it
+    // was read; then convert in place. Parsing twice is cheaper than copying every row.
     for column in columns {
-        let value = match row.get(&column.name) {
-            None | Some(Value::Null) => None,
-            Some(Value::String(s)) if s.trim().is_empty() => None,
-            Some(value) => Some(value),
-        };
-        match value {
+        match present(row, column) {
             None if column.required => {
                 return Err(format!("missing required column {:?}", column.name));
             }
             None => {}
             Some(value) => {
-                let new = convert(value, column.kind)
+                convert(value, column.kind)
                     .map_err(|why| format!("column {:?}: {why}", column.name))?;
-                if let Some(new) = new {
-                    converted.push((&column.name, new));
-                }
             }
         }
     }
-    // Only a valid row is changed, so a rejected one is reported exactly as it was read.
-    for (name, value) in converted {
-        row.insert(name.clone(), value);
+    for column in columns {
+        if let Some(value) = row.get_mut(&column.name) {
+            if let Ok(Some(new)) = convert(value, column.kind) {
+                *value = new;
+            }
+        }
     }
     Ok(())
+}
+
+fn present<'a>(row: &'a Record, column: &Column) -> Option<&'a Value> {
+    match row.get(&column.name) {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if s.trim().is_empty() => None,
+        Some(value) => Some(value),
+    }
 }
 
 /// The value converted to its type; `None` when it is already right (no allocation for
