@@ -143,6 +143,13 @@ impl ConfigSources {
         Config::from_figment(environment, self.files(environment)?)
     }
 
+    /// Loads a named environment from the files, then `overlay` (TOML) over them: what the
+    /// deployment passes as `ETL__…` variables, written as TOML for a test.
+    pub fn load_files_with(&self, environment: &str, overlay: &str) -> Result<Config, ConfigError> {
+        let figment = self.files(environment)?.merge(Toml::string(overlay));
+        Config::from_figment(environment, figment)
+    }
+
     fn files(&self, environment: &str) -> Result<Figment, ConfigError> {
         let (_, env_file) = self
             .environments

@@ -404,6 +404,23 @@ impl<S: Step> Harness<S> {
         })
     }
 
+    /// Like [`Harness::from_sources`], with `deployed` (TOML) merged over the files: the values
+    /// the infrastructure passes at deploy time as `ETL__…` variables, such as the next
+    /// step's queue URL or a topic ARN.
+    pub fn from_sources_with(
+        step_name: &str,
+        sources: &ConfigSources,
+        environment: &str,
+        deployed: &str,
+    ) -> Self {
+        let config = sources
+            .load_files_with(environment, deployed)
+            .expect("valid configuration");
+        Self::build(step_name, config, |name, config, services| {
+            Runner::new(name, config, services).expect("step init")
+        })
+    }
+
     /// Uses a step built by the test (hooks with state).
     pub fn with_step(step_name: &str, config_toml: &str, step: S) -> Self {
         let config = Config::from_toml("test", config_toml).expect("valid test configuration");
