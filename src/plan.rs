@@ -88,6 +88,8 @@ struct StepContext<'a> {
     runtime: &'a str,
     /// Its module, where the `Hooks` trait and the default functions live.
     module: &'a str,
+    /// The step type's name, e.g. `DistributionScheduler`.
+    type_name: &'a str,
     /// etlgen-runtime features the crate enables.
     features: Vec<&'a str>,
     calls_qualtrics: bool,
@@ -336,8 +338,10 @@ fn step_context<'a>(
     }
     features.sort_unstable();
     features.dedup();
+    let (module, type_name) = kind.runtime.rsplit_once("::").unwrap_or(("", &kind.runtime));
     StepContext {
-        module: kind.runtime.rsplit_once("::").map_or("", |(m, _)| m),
+        module,
+        type_name,
         features,
         calls_qualtrics: kind.calls_qualtrics,
         config,
