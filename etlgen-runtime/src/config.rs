@@ -23,7 +23,8 @@
 //! [runtime]
 //! batch_concurrency = 8             # messages processed at once (standard queues)
 //! ledger = true                     # skip envelopes whose effect is already recorded
-//! claim_lease_seconds = 900         # once-per-run claims expire after this (crash recovery)
+//! claim_lease_seconds = 300         # once-per-run claims expire after this (crash recovery);
+//!                                   # at least the function timeout
 //!
 //! [aws]
 //! region = "eu-west-1"              # optional; else the Lambda's region
@@ -216,7 +217,7 @@ impl Default for RuntimeConfig {
         Self {
             batch_concurrency: 8,
             ledger: true,
-            claim_lease_seconds: 900,
+            claim_lease_seconds: 300,
         }
     }
 }

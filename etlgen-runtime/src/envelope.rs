@@ -279,13 +279,13 @@ impl<T: serde::de::DeserializeOwned> Envelope<T> {
     /// looking at anything else in them.
     pub fn from_json(body: &str) -> Result<Self, EnvelopeError> {
         let probe: VersionProbe = serde_json::from_str(body)?;
-        if let Some(found) = probe.schema_version {
-            if found > ENVELOPE_VERSION {
-                return Err(EnvelopeError::UnsupportedVersion {
-                    found,
-                    supported: ENVELOPE_VERSION,
-                });
-            }
+        if let Some(found) = probe.schema_version
+            && found > ENVELOPE_VERSION
+        {
+            return Err(EnvelopeError::UnsupportedVersion {
+                found,
+                supported: ENVELOPE_VERSION,
+            });
         }
         Ok(serde_json::from_str(body)?)
     }

@@ -341,3 +341,64 @@ fn every_kind_names_its_catalog_id_and_hooks() {
         }
     }
 }
+
+fn claim_context(
+    lease: u64,
+    message_id: &str,
+    objects: std::sync::Arc<etlgen_runtime::testing::MemoryObjectStore>,
+) -> etlgen_runtime::step::StepContext {
+    use etlgen_runtime::ports::{Services, Unconfigured};
+    use etlgen_runtime::testing::{MemoryNotifications, MemoryQueue};
+    use std::sync::Arc;
+    let config = etlgen_runtime::config::Config::from_toml(
+        "test",
+        &format!(
+            "[pipeline]\nname='acme'\ndata_bucket='data'\n[runtime]\nclaim_lease_seconds={lease}\n"
+        ),
+    )
+    .unwrap();
+    let services = Services {
+        qualtrics: Arc::new(Unconfigured("q")),
+        objects,
+        queue: Arc::new(MemoryQueue::default()),
+        notifications: Arc::new(MemoryNotifications::default()),
+        sftp: Arc::new(Unconfigured("s")),
+    };
+    etlgen_runtime::step::StepContext::new("s".into(), Arc::new(config), services, message_id)
+}
+
+#[tokio::test]
+async fn a_claim_is_held_by_one_delivery_until_its_lease_expires() {
+    use etlgen_runtime::kinds::{Claim, claim};
+    let objects = std::sync::Arc::new(etlgen_runtime::testing::MemoryObjectStore::default());
+    let first = claim_context(300, "m1", objects.clone());
+    assert_eq!(claim(&first, "runs/x/claim", 1).await.unwrap(), Claim::Won);
+    assert_eq!(
+        claim(&first, "runs/x/claim", 1).await.unwrap(),
+        Claim::Won,
+        "the same delivery again"
+    );
+    assert_eq!(
+        claim(&first, "runs/x/claim", 2).await.unwrap(),
+        Claim::HeldByOther,
+        "its redelivery waits for the lease"
+    );
+    let other = claim_context(300, "m2", objects.clone());
+    assert_eq!(
+        claim(&other, "runs/x/claim", 1).await.unwrap(),
+        Claim::HeldByOther
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let after_lease = claim_context(0, "m2", objects.clone());
+    assert_eq!(
+        claim(&after_lease, "runs/x/claim", 1).await.unwrap(),
+        Claim::Won,
+        "an expired claim is taken over"
+    );
+    assert!(
+        objects
+            .text("data", "runs/x/claim")
+            .unwrap()
+            .contains("m2#1")
+    );
+}

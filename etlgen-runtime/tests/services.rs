@@ -277,13 +277,15 @@ async fn the_distribution_is_scheduled_with_the_documented_body_once_the_run_is_
         "runs/2024-05-01/run-1/batches/batch-000002.json",
         "{}",
     );
-    assert!(
-        w.runner
-            .handle_event(sqs_event(&[&second, &second]))
-            .await
-            .batch_item_failures
-            .is_empty()
+    let response = w.runner.handle_event(sqs_event(&[&second, &second])).await;
+    assert_eq!(
+        response.batch_item_failures.len(),
+        1,
+        "the loser comes back later"
     );
+    // Redelivered after the winner finished: it finds the stored result and re-emits it.
+    let again = w.runner.handle_event(sqs_event(&[&second])).await;
+    assert!(again.batch_item_failures.is_empty());
     assert!(
         w.objects
             .text("data", "runs/2024-05-01/run-1/invite/result.json")

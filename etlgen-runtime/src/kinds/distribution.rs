@@ -4,8 +4,9 @@
 //! the run manifest (written by the validator before its last batch leaves) and counts the
 //! batch markers. Only a message that finds every batch done goes on, and a claim object
 //! makes sure one of them schedules the distribution (`POST /distributions`), for a time
-//! relative to the logical date. The result is stored, so a redelivery re-emits it instead
-//! of scheduling again. Nothing depends on timing.
+//! relative to the logical date; the others come back later. The result is stored, so a
+//! later or repeated message re-emits it instead of scheduling again. Nothing depends on
+//! timing.
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -267,8 +268,11 @@ impl<H: Hooks + Default> Step for DistributionScheduler<H> {
             &format!("{}/claim", cx.step_name()),
         );
         if claim(cx, &claim_key, input.attempt).await? == Claim::HeldByOther {
-            tracing::info!("another delivery of this run schedules the distribution");
-            return Ok(());
+            // Not a no-op: if the holder crashed, this message must come back, find the
+            // result, or take the claim over once its lease expires.
+            return Err(StepError::retryable(
+                "another delivery of this run is scheduling the distribution",
+            ));
         }
         let send_at = self.hooks.send_time(input.logical_date, &self.settings);
         let list = &input.payload.mailing_list_id;

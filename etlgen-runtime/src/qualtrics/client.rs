@@ -149,10 +149,10 @@ impl Client {
         if let Some(budget) = self.budgets.get(endpoint) {
             return *budget;
         }
-        if !KNOWN.contains(&endpoint) {
-            if let Some(budget) = self.budgets.get(super::endpoint::DEFAULT) {
-                return *budget;
-            }
+        if !KNOWN.contains(&endpoint)
+            && let Some(budget) = self.budgets.get(super::endpoint::DEFAULT)
+        {
+            return *budget;
         }
         default_budget(endpoint)
     }
@@ -181,10 +181,10 @@ impl Client {
             return Ok(None);
         };
         let mut cached = cached.lock().await;
-        if let Some((token, expires)) = &*cached {
-            if Instant::now() < *expires {
-                return Ok(Some(token.clone()));
-            }
+        if let Some((token, expires)) = &*cached
+            && Instant::now() < *expires
+        {
+            return Ok(Some(token.clone()));
         }
         let mut form = vec![("grant_type", "client_credentials")];
         if let Some(scope) = scope {

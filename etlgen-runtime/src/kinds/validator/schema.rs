@@ -59,10 +59,10 @@ pub fn check_row(row: &mut Record, columns: &[Column]) -> Result<(), String> {
         }
     }
     for column in columns {
-        if let Some(value) = row.get_mut(&column.name) {
-            if let Ok(Some(new)) = convert(value, column.kind) {
-                *value = new;
-            }
+        if let Some(value) = row.get_mut(&column.name)
+            && let Ok(Some(new)) = convert(value, column.kind)
+        {
+            *value = new;
         }
     }
     Ok(())
