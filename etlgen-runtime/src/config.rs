@@ -25,6 +25,7 @@
 //! ledger = true                     # skip envelopes whose effect is already recorded
 //! claim_lease_seconds = 300         # once-per-run claims expire after this (crash recovery);
 //!                                   # at least the function timeout
+//! failure_topic_arn = "arn:aws:sns:…" # optional; told about every rejected message
 //!
 //! [aws]
 //! region = "eu-west-1"              # optional; else the Lambda's region
@@ -210,6 +211,9 @@ pub struct RuntimeConfig {
     /// How long a once-per-run claim protects a delivery before a redelivery may take it
     /// over (set it to at least the function timeout).
     pub claim_lease_seconds: u64,
+    /// An SNS topic told about every permanently rejected message, so nothing is dropped
+    /// silently (the report itself is always written).
+    pub failure_topic_arn: Option<String>,
 }
 
 impl Default for RuntimeConfig {
@@ -218,6 +222,7 @@ impl Default for RuntimeConfig {
             batch_concurrency: 8,
             ledger: true,
             claim_lease_seconds: 300,
+            failure_topic_arn: None,
         }
     }
 }

@@ -206,6 +206,21 @@ impl<S: Step> Runner<S> {
                 key,
                 Bytes::from(report.to_string()),
             )
-            .await
+            .await?;
+        if let Some(topic) = &self.config.runtime.failure_topic_arn {
+            let subject = format!(
+                "{} {}: a message was rejected",
+                self.config.pipeline.name, self.step_name
+            );
+            let message = format!(
+                "report: s3://{}/{key}\n\n{report:#}",
+                self.config.pipeline.data_bucket
+            );
+            self.services
+                .notifications
+                .publish(topic, &subject, &message)
+                .await?;
+        }
+        Ok(())
     }
 }

@@ -402,3 +402,11 @@ async fn a_claim_is_held_by_one_delivery_until_its_lease_expires() {
             .contains("m2#1")
     );
 }
+
+#[tokio::test]
+async fn new_runs_carry_the_configured_record_schema() {
+    let h =
+        Harness::<Validator<Defaults>>::new("validate", &format!("{VALIDATOR}record_schema = 2\n"));
+    h.deliver_body("id\n1\n").await;
+    assert_eq!(h.emitted::<RecordBatch>()[0].record_schema, 2);
+}

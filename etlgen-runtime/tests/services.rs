@@ -28,6 +28,7 @@ struct World<S: Step> {
     runner: Runner<S>,
     objects: Arc<MemoryObjectStore>,
     queue: Arc<MemoryQueue>,
+    notifications: Arc<MemoryNotifications>,
 }
 
 fn world<S: Step>(server: &MockServer, step: &str, extra: &str) -> World<S> {
@@ -39,6 +40,7 @@ fn world<S: Step>(server: &MockServer, step: &str, extra: &str) -> World<S> {
     let config = Config::from_toml("test", &toml).unwrap();
     let qualtrics: Arc<dyn QualtricsApi> =
         Arc::new(Client::new(config.qualtrics.as_ref().unwrap(), "tok").unwrap());
+    let notifications = Arc::new(MemoryNotifications::default());
     let (objects, queue) = (
         Arc::new(MemoryObjectStore::default()),
         Arc::new(MemoryQueue::default()),
@@ -47,10 +49,11 @@ fn world<S: Step>(server: &MockServer, step: &str, extra: &str) -> World<S> {
         qualtrics,
         objects: objects.clone(),
         queue: queue.clone(),
-        notifications: Arc::new(MemoryNotifications::default()),
+        notifications: notifications.clone(),
         sftp: Arc::new(MemorySftp::default()),
     };
     World {
+        notifications,
         runner: Runner::new(step, config, services).unwrap(),
         objects,
         queue,
@@ -166,7 +169,13 @@ async fn a_retryable_failure_fails_only_its_message_and_a_permanent_one_is_repor
     let server = MockServer::start().await;
     let good = envelope("import", "batch-000001", batch());
     mount_import(&server, &good.idempotency_key.to_string(), 1).await;
-    let w = world::<ResponseImporter<Defaults>>(&server, "import", RESPONSES);
+    let w = world::<ResponseImporter<Defaults>>(
+        &server,
+        "import",
+        &format!(
+            "[runtime]\nfailure_topic_arn='arn:aws:sns:eu-west-1:1:acme-failures'\n{RESPONSES}"
+        ),
+    );
     let throttled = envelope("import", "batch-000002", batch());
     Mock::given(method("POST"))
         .and(header(
@@ -206,6 +215,14 @@ async fn a_retryable_failure_fails_only_its_message_and_a_permanent_one_is_repor
         "{report}"
     );
     assert_eq!(w.objects.keys("data", "reports/unparsed/import/").len(), 1);
+    let published = w.notifications.published();
+    assert_eq!(published.len(), 2, "on-call hears about both rejections");
+    assert!(
+        published
+            .iter()
+            .all(|(topic, _, _)| topic.ends_with("acme-failures"))
+    );
+    assert!(published[0].2.contains("reports/"), "{}", published[0].2);
 }
 
 #[tokio::test]
