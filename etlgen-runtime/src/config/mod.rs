@@ -10,6 +10,8 @@
 //! 3. environment variables `ETL__SECTION__KEY` (double underscores split the path, so
 //!    `ETL__QUALTRICS__DATACENTER=fra1` sets `qualtrics.datacenter`).
 //!
+//! Outside `prod`, resource identifiers must not name production ([`isolation`]).
+//!
 //! Secrets are never configuration: `qualtrics.secret_id` names the Secrets Manager secret,
 //! which is fetched once at cold start.
 //!
@@ -62,6 +64,8 @@
 //! # … plus the step kind's own settings, documented on its `Settings` type.
 //! ```
 
+pub mod isolation;
+
 use std::collections::BTreeMap;
 
 use figment::Figment;
@@ -100,6 +104,18 @@ pub enum ConfigError {
         name: String,
         /// The environments this binary was built with.
         allowed: Vec<String>,
+    },
+    /// A non-production environment names production resources.
+    #[error(
+        "environment {environment:?} must not use production resources, but {} name production; \
+         point them at {environment} resources",
+        keys.join(", ")
+    )]
+    ProductionResource {
+        /// The selected environment.
+        environment: String,
+        /// The offending keys, as dotted paths.
+        keys: Vec<String>,
     },
     /// A layer is not valid TOML or a value has the wrong type or is missing.
     #[error("invalid configuration for environment {environment:?}: {source}")]
@@ -361,6 +377,16 @@ impl Config {
             source: Box::new(source),
         };
         let mut config: Config = figment.extract().map_err(invalid)?;
+        if !isolation::PRODUCTION.contains(&environment) {
+            let root = figment.find_value("").map_err(invalid)?;
+            let keys = isolation::production_references(&root);
+            if !keys.is_empty() {
+                return Err(ConfigError::ProductionResource {
+                    environment: environment.to_owned(),
+                    keys,
+                });
+            }
+        }
         config.figment = figment;
         Ok(config)
     }
@@ -395,10 +421,10 @@ mod tests {
     use super::*;
 
     const SOURCES: ConfigSources = ConfigSources {
-        default: include_str!("../examples/config/default.toml"),
+        default: include_str!("../../examples/config/default.toml"),
         environments: &[
-            ("dev", include_str!("../examples/config/dev.toml")),
-            ("prod", include_str!("../examples/config/prod.toml")),
+            ("dev", include_str!("../../examples/config/dev.toml")),
+            ("prod", include_str!("../../examples/config/prod.toml")),
         ],
     };
 
@@ -468,6 +494,20 @@ mod tests {
         assert_eq!(config.step("a").next_step.as_deref(), Some("b"));
         let missing: Settings = config.step_settings("zzz").unwrap();
         assert!(missing.survey_id.is_none());
+    }
+
+    #[test]
+    fn dev_can_never_name_production_resources() {
+        let sources = ConfigSources {
+            default: "[pipeline]\nname='p'\ndata_bucket='p-dev-data'\n[steps.a]\nnext_queue_url='https://sqs/1/p-prod-a'\nsubject='prod news'\n",
+            environments: &[("dev", ""), ("prod", "")],
+        };
+        let err = sources.load_files("dev").unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::ProductionResource { keys, .. } if keys == &["steps.a.next_queue_url"]),
+            "{err}"
+        );
+        assert!(sources.load_files("prod").is_ok(), "prod may name itself");
     }
 
     #[test]
