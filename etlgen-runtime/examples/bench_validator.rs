@@ -1,7 +1,7 @@
 //! Validator throughput and peak memory, beside the raw `csv` crate on the same file.
 //!
 //! ```sh
-//! cargo run --release -p etlgen-runtime --example bench_validator -- <csv|validator|validator-dedup> <MB> [dir]
+//! cargo run --release -p etlgen-runtime --example bench_validator -- <csv|validator|validator-dedup|validator-no-output> <MB> [dir]
 //! ```
 //!
 //! Each run measures one mode and one size in a fresh process, because peak RSS (`VmHWM`)
@@ -20,6 +20,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use etlgen_runtime::config::Config;
 use etlgen_runtime::kinds::validator::{Hooks, Source, Validator};
+use etlgen_runtime::kinds::{Output, RecordBatch};
 use etlgen_runtime::ports::{
     ObjectReader, ObjectStore, OutgoingMessage, Queue, Services, Unconfigured,
 };
@@ -30,6 +31,15 @@ use etlgen_runtime::{Envelope, LogicalDate, RunId, StepError};
 #[derive(Debug, Default)]
 struct Defaults;
 impl Hooks for Defaults {}
+
+/// Drops every batch: isolates reading and checking from building the messages.
+#[derive(Debug, Default)]
+struct NoOutput;
+impl Hooks for NoOutput {
+    fn choose_output(&self, _: RecordBatch, _: u64) -> Vec<Output<RecordBatch>> {
+        Vec::new()
+    }
+}
 
 /// Objects as files under `root/<bucket>/<key>`.
 struct LocalStore(PathBuf);
@@ -179,7 +189,7 @@ fn main() -> Result<(), etlgen_runtime::Error> {
             }
             rows
         }
-        "validator" | "validator-dedup" => {
+        "validator" | "validator-dedup" | "validator-no-output" => {
             let mut toml = CONFIG.to_owned();
             if mode == "validator-dedup" {
                 toml.push_str("primary_key = \"id\"\n");
@@ -193,12 +203,12 @@ fn main() -> Result<(), etlgen_runtime::Error> {
                 sftp: Arc::new(Unconfigured("sftp")),
             };
             let config = Config::from_toml("bench", &toml)?;
-            let runner = Runner::<Validator<Defaults>>::new("validate", config, services)?;
             let source = Source::Object {
                 bucket: "landing".into(),
                 key: format!("input-{megabytes}mb.csv"),
             };
-            let run = RunId::new(format!("bench-{}", std::process::id()));
+            let run_id = format!("bench-{}", std::process::id());
+            let run = RunId::new(run_id.clone());
             let envelope = Envelope::new(
                 "bench",
                 run,
@@ -211,14 +221,27 @@ fn main() -> Result<(), etlgen_runtime::Error> {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
-            let response = runtime.block_on(runner.handle_event(sqs_event(&[&body])));
+            let event = sqs_event(&[&body]);
+            let response = if mode == "validator-no-output" {
+                let runner = Runner::<Validator<NoOutput>>::new("validate", config, services)?;
+                runtime.block_on(runner.handle_event(event))
+            } else {
+                let runner = Runner::<Validator<Defaults>>::new("validate", config, services)?;
+                runtime.block_on(runner.handle_event(event))
+            };
             if !response.batch_item_failures.is_empty() {
                 return Err("the validator failed".into());
             }
-            queue.0.load(Ordering::Relaxed) * 100
+            let manifest = std::fs::read_to_string(
+                root.join("data")
+                    .join(format!("runs/2024-05-01/{run_id}/manifest.json")),
+            )?;
+            let manifest: etlgen_runtime::kinds::RunManifest = serde_json::from_str(&manifest)?;
+            manifest.valid + manifest.rejected
         }
         other => {
-            return Err(format!("unknown mode {other}: csv, validator or validator-dedup").into());
+            let modes = "csv, validator, validator-dedup or validator-no-output";
+            return Err(format!("unknown mode {other}: {modes}").into());
         }
     };
     let seconds = started.elapsed().as_secs_f64();
