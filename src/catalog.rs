@@ -142,6 +142,10 @@ pub struct Param {
     /// An etlgen-runtime feature the step needs when this parameter is set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub feature: Option<String>,
+    /// The value must be the `name` of one of the tables in this other
+    /// (array) parameter: a primary key must be one of the columns.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub names_one_of: Option<String>,
     /// A requirement of the kind that setting this parameter satisfies.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub satisfies: Option<String>,

@@ -16,7 +16,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Generate a new client repository, asking for whatever flags leave open.
-    New(crate::cmd::new::Args),
+    New(Box<crate::cmd::new::Args>),
     /// Show the service catalog: sources, step kinds, defaults and hook points.
     List(crate::cmd::list::Args),
 }

@@ -232,7 +232,7 @@ pub fn answers_file_text(answers: &Answers) -> String {
         .expect("answers always serialize to TOML");
     format!(
         "# The answers this repository was generated from: the single source of truth\n\
-         # for `etlgen update`, `check` and `add`. Edit it only through etlgen.\n\
+         # for re-rendering it with etlgen. Change it through etlgen, not by hand.\n\
          # It never holds secrets: those live in AWS Secrets Manager.\n\n{body}"
     )
 }
@@ -338,7 +338,10 @@ fn step_context<'a>(
     }
     features.sort_unstable();
     features.dedup();
-    let (module, type_name) = kind.runtime.rsplit_once("::").unwrap_or(("", &kind.runtime));
+    let (module, type_name) = kind
+        .runtime
+        .rsplit_once("::")
+        .unwrap_or(("", &kind.runtime));
     StepContext {
         module,
         type_name,
@@ -388,6 +391,60 @@ fn toml_literal(value: &toml::Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::answers::AnswersFile;
+
+    fn plan(doc: &str) -> Plan {
+        let raw: AnswersFile = toml::from_str(doc).unwrap();
+        Plan::new(Answers::resolve(&raw, Catalog::builtin()).unwrap()).unwrap()
+    }
+
+    fn paths(p: &Plan) -> Vec<&str> {
+        p.files.iter().map(|f| f.path.as_str()).collect()
+    }
+
+    #[test]
+    fn sets_are_rendered_per_environment_and_per_step() {
+        let p = plan("client = \"acme\"\nenvironments = [\"dev\", \"qa\"]");
+        let paths = paths(&p);
+        for path in ["config/dev.toml", "config/qa.toml", "config/default.toml"] {
+            assert!(paths.contains(&path), "{path}");
+        }
+        assert!(!paths.contains(&"config/prod.toml"));
+        for step in ["validator", "contact-importer", "distribution-scheduler"] {
+            assert!(paths.contains(&format!("lambdas/{step}/src/main.rs").as_str()));
+            assert!(paths.contains(&format!("lambdas/{step}/tests/hooks.rs").as_str()));
+        }
+        let mut sorted = paths.clone();
+        sorted.sort_unstable();
+        assert_eq!(paths, sorted, "the plan is in path order");
+    }
+
+    #[test]
+    fn every_file_has_its_owner_and_source() {
+        let p = plan("client = \"acme\"");
+        let file = |path: &str| p.files.iter().find(|f| f.path == path).unwrap();
+        assert_eq!(file("lambdas/validator/src/hooks.rs").owner, Owner::Seeded);
+        assert_eq!(file("lambdas/validator/src/main.rs").owner, Owner::Owned);
+        assert_eq!(file("README.md").owner, Owner::Merged);
+        assert!(matches!(file("Cargo.lock").source, Source::Lockfile));
+        assert!(matches!(file(ANSWERS_PATH).source, Source::Bytes(_)));
+        let vendored = file(&format!("{FRAMEWORK_DIR}/Cargo.toml"));
+        assert!(matches!(vendored.source, Source::Copy(_)));
+        assert!(!p.files.iter().any(|f| f.path.contains("/target/")));
+    }
+
+    #[test]
+    fn a_step_named_like_a_framework_dependency_is_refused() {
+        let raw: AnswersFile =
+            toml::from_str("client = \"a\"\n[[steps]]\nkind = \"validator\"\nname = \"tokio\"")
+                .unwrap();
+        let answers = Answers::resolve(&raw, Catalog::builtin()).unwrap();
+        let err = Plan::new(answers).unwrap_err().to_string();
+        assert!(
+            err.contains("\"tokio\"") && err.contains("choose another step name"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn toml_literals_parse_back_to_the_same_value() {

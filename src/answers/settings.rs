@@ -114,6 +114,7 @@ impl ResolvedSettings {
             }
         }
         check_fifo(&step, at)?;
+        check_names(kind, &params, at)?;
         Ok(ResolvedSettings { step, params })
     }
 
@@ -139,6 +140,35 @@ fn numeric_mut<'a>(s: &'a mut StepSettings, key: &str) -> &'a mut u32 {
         "max_receive_count" => &mut s.max_receive_count,
         other => unreachable!("{other} is not in LIMITS"),
     }
+}
+
+/// A parameter with `names_one_of` must name an entry of that other
+/// parameter: the validator's primary key must be one of its columns.
+fn check_names(
+    kind: &StepKind,
+    params: &BTreeMap<String, SettingValue>,
+    at: &str,
+) -> Result<(), AnswerError> {
+    for param in &kind.params {
+        let (Some(list), Some(value)) = (&param.names_one_of, params.get(&param.name)) else {
+            continue;
+        };
+        let names: Vec<&str> = params
+            .get(list)
+            .and_then(|v| v.as_array())
+            .into_iter()
+            .flatten()
+            .filter_map(|entry| entry.get("name").and_then(|n| n.as_str()))
+            .collect();
+        if !value.as_str().is_some_and(|v| names.contains(&v)) {
+            return Err(AnswerError::Invalid {
+                field: format!("{at}.settings.{}", param.name),
+                value: value.to_string(),
+                reason: format!("expected one of the {list}: {}", names.join(", ")),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// FIFO event source mappings take at most 10 messages and no batching window.
@@ -229,6 +259,14 @@ mod tests {
                 "expected a value of type integer",
             ),
             ("primary_key = \"\"", "non-empty"),
+            (
+                "primary_key = \"response_id\"",
+                "expected one of the columns: external_id, email",
+            ),
+            (
+                "columns = [{ name = \"id\" }]",
+                "expected one of the columns: id",
+            ),
             ("colour = \"red\"", "unknown setting for validator"),
             ("fifo = true\nbatch_size = 11", "at most 10"),
             (

@@ -20,7 +20,7 @@ fn cargo(dir: &Path, args: &[&str]) -> std::process::Output {
         .current_dir(dir)
         .args(args)
         .env("CARGO_TARGET_DIR", shared_target())
-        .env_remove("RUSTFLAGS")
+        .env("RUSTFLAGS", "-Dwarnings")
         .output()
         .expect("cargo runs")
 }
@@ -53,7 +53,10 @@ fn projects() -> Vec<String> {
         environments = ["dev"]
         [[steps]]
         kind = "validator"
-        settings = { format = "jsonl", primary_key = "response_id" }
+        settings = { format = "jsonl", primary_key = "response_id", columns = [
+            { name = "response_id", required = true },
+            { name = "score", type = "integer" },
+        ] }
         [[steps]]
         kind = "response-importer"
         name = "nps"
@@ -73,11 +76,20 @@ fn the_lock_file_is_exactly_what_cargo_writes() {
         let root = write(&doc, &scratch);
         let before = fs_err::read(root.join("Cargo.lock")).unwrap();
         // --locked fails if the lock is missing or contradicts a manifest.
-        assert_ok(&cargo(&root, &["metadata", "--format-version", "1", "--locked"]), "cargo metadata --locked");
+        assert_ok(
+            &cargo(&root, &["metadata", "--format-version", "1", "--locked"]),
+            "cargo metadata --locked",
+        );
         // Without --locked Cargo rewrites the file whenever its text differs.
-        assert_ok(&cargo(&root, &["metadata", "--format-version", "1"]), "cargo metadata");
+        assert_ok(
+            &cargo(&root, &["metadata", "--format-version", "1"]),
+            "cargo metadata",
+        );
         let after = fs_err::read(root.join("Cargo.lock")).unwrap();
-        assert!(before == after, "Cargo rewrote the generated Cargo.lock for:\n{doc}");
+        assert!(
+            before == after,
+            "Cargo rewrote the generated Cargo.lock for:\n{doc}"
+        );
     }
 }
 
@@ -86,8 +98,20 @@ fn generated_workspaces_are_formatted_build_and_pass_their_tests() {
     for doc in projects() {
         let scratch = Scratch::new();
         let root = write(&doc, &scratch);
-        assert_ok(&cargo(&root, &["fmt", "--all", "--", "--check"]), "cargo fmt --check");
-        let test = cargo(&root, &["test", "--locked", "--workspace", "--exclude", "etlgen-runtime"]);
+        assert_ok(
+            &cargo(&root, &["fmt", "--all", "--", "--check"]),
+            "cargo fmt --check",
+        );
+        let test = cargo(
+            &root,
+            &[
+                "test",
+                "--locked",
+                "--workspace",
+                "--exclude",
+                "etlgen-runtime",
+            ],
+        );
         assert_ok(&test, "cargo test");
         // Every step's own tests ran, and none were empty.
         let stdout = String::from_utf8_lossy(&test.stdout);
@@ -97,6 +121,9 @@ fn generated_workspaces_are_formatted_build_and_pass_their_tests() {
             .filter_map(|l| l.split(' ').next()?.parse::<usize>().ok())
             .sum();
         let (answers, _) = render_doc(&doc);
-        assert!(ran >= answers.steps.len(), "only {ran} tests ran:\n{stdout}");
+        assert!(
+            ran >= answers.steps.len(),
+            "only {ran} tests ran:\n{stdout}"
+        );
     }
 }

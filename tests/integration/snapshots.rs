@@ -73,7 +73,10 @@ fn responses_over_http_with_overrides() {
         environments = ["dev"]
         [[steps]]
         kind = "validator"
-        settings = { format = "jsonl", primary_key = "response_id" }
+        settings = { format = "jsonl", primary_key = "response_id", columns = [
+            { name = "response_id", required = true },
+            { name = "score", type = "integer" },
+        ] }
         [[steps]]
         kind = "response-importer"
         name = "nps"
