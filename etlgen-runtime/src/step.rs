@@ -23,6 +23,7 @@
 //! The kind-specific hook points (map, build the request, handle the response, choose the
 //! output) live on each kind's `Hooks` trait in [`crate::kinds`], with the same conventions.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 
@@ -31,7 +32,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::Mutex;
 
 use crate::config::{Config, StepConfig};
-use crate::envelope::Envelope;
+use crate::envelope::{Envelope, IdempotencyKey};
 use crate::error::StepError;
 use crate::ports::{OutgoingMessage, Services};
 
@@ -153,7 +154,8 @@ pub struct StepContext {
     step_config: Arc<StepConfig>,
     services: Services,
     message_id: String,
-    outbox: Mutex<Vec<OutgoingMessage>>,
+    /// Messages not sent yet, by queue URL.
+    outbox: Mutex<BTreeMap<String, Vec<OutgoingMessage>>>,
 }
 
 /// How many messages SQS takes in one `SendMessageBatch`.
@@ -174,7 +176,7 @@ impl StepContext {
             step_config,
             services,
             message_id: message_id.into(),
-            outbox: Mutex::new(Vec::new()),
+            outbox: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -208,9 +210,13 @@ impl StepContext {
         &self.message_id
     }
 
-    /// The name of the next step, or `"end"` for the last step of a pipeline.
+    /// The name of the (first) next step, or `"end"` for the last step of a pipeline.
     pub fn next_step(&self) -> &str {
-        self.step_config.next_step.as_deref().unwrap_or("end")
+        let sc = &self.step_config;
+        sc.next_steps
+            .first()
+            .or(sc.next_step.as_ref())
+            .map_or("end", String::as_str)
     }
 
     /// The envelope for the next step, derived from `input`.
@@ -223,48 +229,116 @@ impl StepContext {
         input.next(self.next_step(), record_key, payload)
     }
 
-    /// Queues an envelope for the next step's queue. Messages go out with
+    /// Where this step's output goes: each reader's name, queue and FIFO group.
+    /// A reader named in `next_steps` without a `queue_url` is a deployment
+    /// error, retried (and so alarmed on) rather than dropped.
+    fn targets(&self) -> Result<Vec<Target>, StepError> {
+        let sc = &self.step_config;
+        if sc.next_steps.is_empty() {
+            return Ok(match (&sc.next_step, &sc.next_queue_url) {
+                (next, Some(url)) => vec![Target {
+                    step: next.clone().unwrap_or_else(|| "end".into()),
+                    queue_url: url.clone(),
+                    group_id: sc.message_group_id.clone(),
+                }],
+                _ => Vec::new(),
+            });
+        }
+        sc.next_steps
+            .iter()
+            .map(|step| {
+                let reader = self.config.step(step);
+                let queue_url = reader.queue_url.clone().ok_or_else(|| {
+                    StepError::retryable(format!(
+                        "steps.{step}.queue_url is not configured, so output for {step} cannot \
+                         be sent; the deployment sets it as ETL__STEPS__{}__QUEUE_URL",
+                        step.to_uppercase().replace('-', "_")
+                    ))
+                })?;
+                Ok(Target {
+                    step: step.clone(),
+                    queue_url,
+                    group_id: reader.message_group_id,
+                })
+            })
+            .collect()
+    }
+
+    /// Queues an envelope for every reader of this step's output, each with its
+    /// own step name and idempotency key. Messages go out with
     /// `SendMessageBatch` ten at a time, and the rest when processing succeeds.
     ///
-    /// A step with no `next_queue_url` is the last of its pipeline: its output is logged,
+    /// A step with no readers is the last of its pipeline: its output is logged,
     /// not sent.
     pub async fn emit<T: Serialize>(&self, envelope: &Envelope<T>) -> Result<(), StepError> {
-        let Some(queue_url) = self.step_config.next_queue_url.clone() else {
+        let targets = self.targets()?;
+        if targets.is_empty() {
             tracing::info!(record_key = %envelope.record_key, "last step: output not forwarded");
             return Ok(());
-        };
-        let body = envelope
-            .to_json()
-            .map_err(|e| StepError::permanent("output is not serializable").with_source(e))?;
-        let message = OutgoingMessage {
-            id: format!("m{}", envelope.idempotency_key.uuid().simple()),
-            body,
-            group_id: self.step_config.message_group_id.clone(),
-            dedup_id: self
-                .step_config
-                .message_group_id
-                .as_ref()
-                .map(|_| envelope.idempotency_key.to_string()),
-        };
-        let full = {
-            let mut outbox = self.outbox.lock().await;
-            outbox.push(message);
-            (outbox.len() >= SEND_BATCH_MAX).then(|| std::mem::take(&mut *outbox))
-        };
-        match full {
-            Some(batch) => self.services.queue.send_batch(&queue_url, batch).await,
-            None => Ok(()),
         }
+        for target in targets {
+            let copy = Envelope {
+                step: target.step.clone(),
+                idempotency_key: IdempotencyKey::derive(
+                    &envelope.pipeline,
+                    &envelope.run_id,
+                    &target.step,
+                    &envelope.record_key,
+                ),
+                schema_version: envelope.schema_version,
+                run_id: envelope.run_id.clone(),
+                logical_date: envelope.logical_date,
+                pipeline: envelope.pipeline.clone(),
+                attempt: envelope.attempt,
+                record_key: envelope.record_key.clone(),
+                record_schema: envelope.record_schema,
+                payload: &envelope.payload,
+            };
+            let body = copy
+                .to_json()
+                .map_err(|e| StepError::permanent("output is not serializable").with_source(e))?;
+            let message = OutgoingMessage {
+                id: format!("m{}", copy.idempotency_key.uuid().simple()),
+                body,
+                dedup_id: target
+                    .group_id
+                    .as_ref()
+                    .map(|_| copy.idempotency_key.to_string()),
+                group_id: target.group_id,
+            };
+            let full = {
+                let mut outbox = self.outbox.lock().await;
+                let queue = outbox.entry(target.queue_url.clone()).or_default();
+                queue.push(message);
+                (queue.len() >= SEND_BATCH_MAX).then(|| std::mem::take(queue))
+            };
+            if let Some(batch) = full {
+                self.services
+                    .queue
+                    .send_batch(&target.queue_url, batch)
+                    .await?;
+            }
+        }
+        Ok(())
     }
 
     /// Sends whatever is still in the outbox. The runner calls it after `process`.
     pub async fn flush(&self) -> Result<(), StepError> {
-        let batch = std::mem::take(&mut *self.outbox.lock().await);
-        match (&self.step_config.next_queue_url, batch.is_empty()) {
-            (Some(url), false) => self.services.queue.send_batch(url, batch).await,
-            _ => Ok(()),
+        let queues = std::mem::take(&mut *self.outbox.lock().await);
+        for (url, batch) in queues {
+            if !batch.is_empty() {
+                self.services.queue.send_batch(&url, batch).await?;
+            }
         }
+        Ok(())
     }
+}
+
+/// One reader of a step's output.
+struct Target {
+    step: String,
+    queue_url: String,
+    group_id: Option<String>,
 }
 
 #[cfg(test)]
@@ -369,5 +443,50 @@ mod tests {
         cx.flush().await.unwrap();
         assert!(queue.sent().is_empty());
         assert_eq!(cx.next_step(), "t");
+    }
+
+    #[tokio::test]
+    async fn fan_out_sends_each_reader_its_own_envelope() {
+        let (cx, queue) = context(
+            "next_steps=['invite','reminder']\n\
+             [steps.invite]\nqueue_url='https://sqs.test/invite'\n\
+             [steps.reminder]\nqueue_url='https://sqs.test/reminder.fifo'\nmessage_group_id='g'",
+        );
+        assert_eq!(cx.next_step(), "invite");
+        cx.emit(&envelope("acme", "invite")).await.unwrap();
+        cx.flush().await.unwrap();
+        let sent = queue.sent();
+        assert_eq!(sent.len(), 2);
+        let by_url: BTreeMap<_, _> = sent.iter().map(|(url, m)| (url.as_str(), m)).collect();
+        let invite: Envelope<u8> =
+            Envelope::from_json(&by_url["https://sqs.test/invite"].body).unwrap();
+        let reminder: Envelope<u8> =
+            Envelope::from_json(&by_url["https://sqs.test/reminder.fifo"].body).unwrap();
+        assert_eq!(
+            (invite.step.as_str(), reminder.step.as_str()),
+            ("invite", "reminder")
+        );
+        assert_ne!(invite.idempotency_key, reminder.idempotency_key);
+        assert_eq!(
+            reminder.idempotency_key,
+            envelope("acme", "reminder").idempotency_key
+        );
+        assert_eq!(by_url["https://sqs.test/invite"].group_id, None);
+        assert_eq!(
+            by_url["https://sqs.test/reminder.fifo"].group_id.as_deref(),
+            Some("g")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_reader_without_a_queue_url_is_a_retryable_error_not_a_drop() {
+        let (cx, queue) = context("next_steps=['invite']");
+        let err = cx.emit(&envelope("acme", "invite")).await.unwrap_err();
+        assert!(err.is_retryable(), "{err}");
+        assert!(
+            err.message().contains("ETL__STEPS__INVITE__QUEUE_URL"),
+            "{err}"
+        );
+        assert!(queue.sent().is_empty());
     }
 }

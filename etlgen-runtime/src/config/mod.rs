@@ -56,7 +56,10 @@
 //! host_key_sha256 = "SHA256:…"      # the server's key fingerprint, always checked
 //!
 //! [steps.invite]                    # one table per step, named as in main.rs
-//! next_step = "remind"              # optional; the step that reads this step's output
+//! next_steps = ["remind", "notify"]  # optional; every step that reads this step's output,
+//!                                   # each at the queue_url of its own table
+//! queue_url = "https://sqs…/acme-nps-dev-invite"  # this step's queue, for its senders
+//! next_step = "remind"              # optional; the one step that reads this step's output
 //! next_queue_url = "https://sqs…/acme-nps-dev-remind"
 //! message_group_id = "qualtrics"    # only when the next queue is FIFO
 //! fifo = false                      # optional; else detected from the event source ARN
@@ -352,13 +355,23 @@ pub struct SftpConfig {
 /// `[steps.<name>]`: what every step has; the kind's own settings sit beside these.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct StepConfig {
+    /// Every step that reads this step's output (fan-out): each gets its own
+    /// copy of every envelope, at the `queue_url` of its own table. Takes
+    /// precedence over `next_step`.
+    #[serde(default)]
+    pub next_steps: Vec<String>,
+    /// This step's own queue, which steps naming it in `next_steps` send to
+    /// (set at deploy time, as `ETL__STEPS__<STEP>__QUEUE_URL`).
+    #[serde(default)]
+    pub queue_url: Option<String>,
     /// The name of the step that reads this step's output.
     #[serde(default)]
     pub next_step: Option<String>,
     /// The queue of that step.
     #[serde(default)]
     pub next_queue_url: Option<String>,
-    /// The message group for a FIFO next queue.
+    /// The message group for a FIFO queue: with `next_steps`, the group of
+    /// this step's own queue; with `next_step`, of the next step's queue.
     #[serde(default)]
     pub message_group_id: Option<String>,
     /// Forces FIFO (`true`) or standard (`false`) batch handling.
