@@ -5,7 +5,6 @@
 //! default is an edit to one file instead of `if`s scattered through the
 //! renderer. This module only parses it and answers questions about it.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::OnceLock;
 
@@ -38,6 +37,12 @@ pub struct SourceKind {
     /// The step kind this source adds at the head of the pipeline, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub step: Option<String>,
+    /// Whether the pipeline runs on a schedule (it must) or on arrival (it
+    /// must not have one).
+    pub scheduled: bool,
+    /// The schedule `--yes` accepts for a scheduled source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_schedule: Option<String>,
 }
 
 /// Where in the pipeline a kind runs. Steps are ordered by stage first.
@@ -50,8 +55,10 @@ pub enum Stage {
     Pre,
     /// One Qualtrics API call per message.
     Processing,
-    /// Exports and notifications.
+    /// Exports back to the client.
     Post,
+    /// Notifications, after everything else.
+    Notify,
 }
 
 impl fmt::Display for Stage {
@@ -61,6 +68,7 @@ impl fmt::Display for Stage {
             Stage::Pre => "pre-processing",
             Stage::Processing => "processing",
             Stage::Post => "post-processing",
+            Stage::Notify => "notification",
         })
     }
 }
@@ -86,12 +94,11 @@ pub struct StepKind {
     pub selectable: bool,
     /// Whether it may appear more than once under different names.
     pub repeatable: bool,
-    /// Capabilities an earlier step must provide (or a param must configure).
-    #[serde(default)]
-    pub requires: Vec<String>,
-    /// Capabilities this kind provides to later steps.
-    #[serde(default)]
-    pub provides: Vec<String>,
+    /// The message type it reads (see [`Catalog::ANY`] and friends).
+    pub consumes: String,
+    /// The message type it sends on, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub emits: Option<String>,
     /// Hook points the client may override in the step's `hooks.rs`.
     pub hooks: Vec<String>,
     /// Default queue and function settings.
@@ -139,6 +146,9 @@ pub struct Param {
     /// Allowed values, when the parameter is a choice.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub choices: Vec<String>,
+    /// Inclusive bounds of an integer parameter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub range: Option<(i64, i64)>,
     /// An etlgen-runtime feature the step needs when this parameter is set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub feature: Option<String>,
@@ -146,9 +156,9 @@ pub struct Param {
     /// (array) parameter: a primary key must be one of the columns.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub names_one_of: Option<String>,
-    /// A requirement of the kind that setting this parameter satisfies.
+    /// What the step consumes instead when this parameter is set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub satisfies: Option<String>,
+    pub consumes_instead: Option<String>,
 }
 
 /// The answers `new --yes` accepts.
@@ -168,6 +178,13 @@ pub struct Defaults {
 }
 
 impl Catalog {
+    /// The message type of a step that reads whatever earlier stages leave.
+    pub const ANY: &'static str = "any";
+    /// The message type the landing zone delivers (files, API payloads).
+    pub const INPUT: &'static str = "input";
+    /// The message type the pipeline's schedule delivers.
+    pub const SCHEDULE: &'static str = "schedule";
+
     /// The catalog embedded in this etlgen binary, parsed once.
     pub fn builtin() -> &'static Catalog {
         static CATALOG: OnceLock<Catalog> = OnceLock::new();
@@ -184,6 +201,19 @@ impl Catalog {
     /// Looks a source kind up by id.
     pub fn source(&self, id: &str) -> Option<&SourceKind> {
         self.sources.iter().find(|s| s.id == id)
+    }
+
+    /// The steps of `new --yes`: each default service under its kind's name.
+    pub fn default_steps(&self) -> Vec<crate::answers::StepEntry> {
+        self.defaults
+            .services
+            .iter()
+            .map(|kind| crate::answers::StepEntry {
+                name: None,
+                kind: kind.clone(),
+                settings: toml::Table::new(),
+            })
+            .collect()
     }
 
     /// The kinds a user may choose, in catalog order.
@@ -208,15 +238,21 @@ impl Catalog {
             .join(", ")
     }
 
-    /// Which kinds provide each capability, for error messages.
-    pub fn providers(&self) -> BTreeMap<&str, Vec<&str>> {
-        let mut out: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-        for kind in &self.kinds {
-            for cap in &kind.provides {
-                out.entry(cap.as_str()).or_default().push(kind.id.as_str());
-            }
-        }
-        out
+    /// The selectable kinds that consume `message`, for error messages.
+    pub fn consumers(&self, message: &str) -> Vec<&str> {
+        self.selectable_kinds()
+            .filter(|k| k.consumes == message)
+            .map(|k| k.id.as_str())
+            .collect()
+    }
+
+    /// The kinds that emit `message`, for error messages.
+    pub fn producers(&self, message: &str) -> Vec<&str> {
+        self.kinds
+            .iter()
+            .filter(|k| k.emits.as_deref() == Some(message))
+            .map(|k| k.id.as_str())
+            .collect()
     }
 }
 
@@ -267,14 +303,18 @@ mod tests {
     }
 
     #[test]
-    fn every_requirement_has_a_provider_and_source_steps_exist() {
+    fn every_consumed_message_has_a_producer_and_source_steps_exist() {
         let catalog = Catalog::builtin();
-        let providers = catalog.providers();
+        let special = [Catalog::ANY, Catalog::INPUT, Catalog::SCHEDULE];
         for kind in &catalog.kinds {
-            for cap in &kind.requires {
+            let consumed = kind
+                .params
+                .iter()
+                .filter_map(|p| p.consumes_instead.as_deref());
+            for message in consumed.chain([kind.consumes.as_str()]) {
                 assert!(
-                    providers.contains_key(cap.as_str()),
-                    "{} needs {cap}",
+                    special.contains(&message) || !catalog.producers(message).is_empty(),
+                    "{} consumes {message}, which no kind emits",
                     kind.id
                 );
             }
@@ -283,8 +323,22 @@ mod tests {
         for source in &catalog.sources {
             if let Some(step) = &source.step {
                 let kind = catalog.kind(step).expect("source step kind exists");
-                assert_eq!(kind.stage, Stage::Source);
+                assert_eq!(
+                    (kind.stage, kind.consumes.as_str()),
+                    (Stage::Source, Catalog::SCHEDULE)
+                );
+                assert!(
+                    source.scheduled,
+                    "{} has a poller, so it runs on a schedule",
+                    source.id
+                );
             }
+            assert_eq!(
+                source.scheduled,
+                source.default_schedule.is_some(),
+                "{}",
+                source.id
+            );
         }
     }
 

@@ -52,7 +52,7 @@ pub fn interview(
     mut raw: AnswersFile,
     prompter: &mut dyn Prompter,
     catalog: &Catalog,
-) -> Result<(AnswersFile, Answers), InterviewError> {
+) -> Result<Answers, InterviewError> {
     let defaults = &catalog.defaults;
     if raw.client.is_none() {
         let v = check::<ClientName>();
@@ -104,28 +104,21 @@ pub fn interview(
         )?;
         raw.environments = Some(split_list(&text));
     }
-    if raw.schedule.is_none() {
-        let choices = [
-            Choice {
-                id: "event".into(),
-                label: "event-driven: run when input arrives".into(),
-            },
-            Choice {
-                id: "scheduled".into(),
-                label: "scheduled: run on a cron or rate expression".into(),
-            },
-        ];
-        let picked = prompter.select("When does the pipeline run?", &choices, 0)?;
-        raw.schedule = Some(if picked == "scheduled" {
-            let v = check::<Schedule>();
-            prompter.input(
-                "Schedule (EventBridge syntax, UTC)",
-                "cron(0 6 * * ? *)",
-                &v,
-            )?
-        } else {
-            String::new()
-        });
+    // Only a scheduled source (sftp) runs on a schedule; the others run when
+    // input arrives, so there is nothing to ask.
+    let scheduled = raw
+        .source
+        .as_deref()
+        .and_then(|id| catalog.source(id))
+        .filter(|s| s.scheduled);
+    if let (None, Some(source)) = (&raw.schedule, scheduled) {
+        let v = check::<Schedule>();
+        let default = source.default_schedule.as_deref().unwrap_or_default();
+        let prompt = format!(
+            "How often does the {} source poll? (EventBridge cron/rate, UTC)",
+            source.id
+        );
+        raw.schedule = Some(prompter.input(&prompt, default, &v)?);
     }
 
     let mut attempt = 0;
@@ -136,7 +129,13 @@ pub fn interview(
         }
         match Answers::resolve(&raw, catalog) {
             Ok(a) => break a,
-            Err(e) if ask_steps && attempt < MAX_ATTEMPTS => {
+            // Back to the services only if they are what is wrong: the other
+            // answers resolve with the default services.
+            Err(e)
+                if ask_steps
+                    && attempt < MAX_ATTEMPTS
+                    && resolves_with_default_steps(&raw, catalog) =>
+            {
                 prompter.note(&format!("That pipeline does not work: {e}"));
             }
             Err(e) => return Err(e.into()),
@@ -146,7 +145,15 @@ pub fn interview(
     if !prompter.confirm("Generate this repository?", true)? {
         return Err(InterviewError::Cancelled);
     }
-    Ok((raw, answers))
+    Ok(answers)
+}
+
+fn resolves_with_default_steps(raw: &AnswersFile, catalog: &Catalog) -> bool {
+    let defaults = AnswersFile {
+        steps: None,
+        ..raw.clone()
+    };
+    Answers::resolve(&defaults, catalog).is_ok()
 }
 
 /// Multi-select of services, then names for each repeatable kind chosen.
@@ -216,12 +223,11 @@ mod tests {
             Scripted::Default, // region
             Scripted::Default, // datacenter
             Scripted::Default, // environments
-            Scripted::Default, // event-driven
             Scripted::Default, // services
             Scripted::Default, // names for distribution-scheduler
             Scripted::Confirm(true),
         ]);
-        let (_, a) = interview(AnswersFile::default(), &mut p, Catalog::builtin()).unwrap();
+        let a = interview(AnswersFile::default(), &mut p, Catalog::builtin()).unwrap();
         assert!(p.is_exhausted());
         let names: Vec<_> = a.steps.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(
@@ -246,7 +252,6 @@ mod tests {
             text("eu-west-1"),
             text("fra1"),
             text("dev,staging,prod"),
-            text("scheduled"),
             text("cron(0 6 * * *)"),
             text("cron(0 6 * * ? *)"),
             Scripted::Pick(vec!["validator".into(), "distribution-scheduler".into()]),
@@ -259,7 +264,7 @@ mod tests {
             text("invite, reminder"),
             Scripted::Confirm(true),
         ]);
-        let (raw, a) = interview(AnswersFile::default(), &mut p, Catalog::builtin()).unwrap();
+        let a = interview(AnswersFile::default(), &mut p, Catalog::builtin()).unwrap();
         assert!(p.is_exhausted());
         let t = p.transcript.join("\n");
         assert!(t.contains("! invalid client \"../evil\""), "{t}");
@@ -281,7 +286,8 @@ mod tests {
             ]
         );
         assert_eq!(a.schedule.unwrap().as_str(), "cron(0 6 * * ? *)");
-        assert_eq!(raw.environments.unwrap(), ["dev", "staging", "prod"]);
+        let envs: Vec<_> = a.environments.iter().map(|e| e.as_str()).collect();
+        assert_eq!(envs, ["dev", "staging", "prod"]);
     }
 
     #[test]
@@ -307,5 +313,26 @@ mod tests {
             p.transcript.iter().filter(|l| l.starts_with("? ")).count(),
             1
         );
+    }
+
+    #[test]
+    fn an_error_the_services_cannot_fix_is_not_asked_again() {
+        let raw = AnswersFile {
+            client: Some("c".repeat(55)),
+            source: Some("s3".into()),
+            region: Some("eu-west-1".into()),
+            datacenter: Some("fra1".into()),
+            environments: Some(vec!["dev".into()]),
+            ..AnswersFile::default()
+        };
+        let mut p = ScriptedPrompter::new([Scripted::Default, Scripted::Default]);
+        let err = interview(raw, &mut p, Catalog::builtin()).unwrap_err();
+        assert!(err.to_string().contains("data bucket name"), "{err}");
+        let asked = p
+            .transcript
+            .iter()
+            .filter(|l| l.starts_with("? Which services"))
+            .count();
+        assert_eq!(asked, 1, "{:?}", p.transcript);
     }
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::answers::{ANSWERS_PATH, Answers, Step};
+use crate::answers::{ANSWERS_PATH, Answers, Step, StepName};
 use crate::catalog::Catalog;
 use crate::lockfile;
 use crate::templates::{self, Each, FRAMEWORK, FRAMEWORK_DIR, Owner, TEMPLATE_SUFFIX, Templates};
@@ -59,9 +59,9 @@ pub enum Source {
 #[derive(Debug, Serialize)]
 struct RepoContext<'a> {
     etlgen_version: &'static str,
-    runtime_version: String,
+    /// The framework's minimum Rust version, which the workspace inherits.
+    rust_version: &'static str,
     client: &'a str,
-    client_snake: String,
     source: &'a str,
     source_description: &'a str,
     region: &'a str,
@@ -74,7 +74,7 @@ struct RepoContext<'a> {
     uses_qualtrics: bool,
     /// Whether any step talks to the client's SFTP server (renders `[sftp]`).
     uses_sftp: bool,
-    /// Config values that still hold a REPLACE_ME placeholder.
+    /// Config keys that still hold a REPLACE_ME placeholder.
     placeholders: Vec<String>,
 }
 
@@ -82,7 +82,6 @@ struct RepoContext<'a> {
 #[derive(Debug, Clone, Serialize)]
 struct StepContext<'a> {
     name: &'a str,
-    snake: String,
     kind: &'a str,
     /// The step type, e.g. `kinds::distribution::DistributionScheduler`.
     runtime: &'a str,
@@ -92,14 +91,17 @@ struct StepContext<'a> {
     type_name: &'a str,
     /// etlgen-runtime features the crate enables.
     features: Vec<&'a str>,
+    #[serde(skip)]
     calls_qualtrics: bool,
     stage: String,
     description: &'a str,
     hooks: &'a [String],
     settings: &'a crate::answers::ResolvedSettings,
-    visibility_timeout_seconds: u32,
-    /// The step this one sends its output to, if any.
-    next: Option<&'a str>,
+    /// Every later step that reads this step's output.
+    feeds: Vec<&'a str>,
+    /// Those of `feeds` this step sends to through their queues (the rest
+    /// read the landing zone).
+    sends_to: Vec<&'a str>,
     /// The step's `[steps.<name>]` entries: config key and TOML literal.
     config: Vec<ConfigEntry>,
 }
@@ -121,11 +123,6 @@ pub enum PlanError {
     /// Building a Tera context failed.
     #[error("cannot build the template context: {0}")]
     Context(#[from] tera::Error),
-    /// A step name collides with a crate of the generated workspace.
-    #[error(
-        "step name {0:?} is also the name of a crate the framework depends on; choose another step name"
-    )]
-    CrateCollision(String),
 }
 
 impl Plan {
@@ -140,11 +137,6 @@ impl Plan {
         templates: &Templates,
         catalog: &Catalog,
     ) -> Result<Plan, PlanError> {
-        for step in &answers.steps {
-            if lockfile::is_registry_package(step.name.as_str()) {
-                return Err(PlanError::CrateCollision(step.name.to_string()));
-            }
-        }
         let repo = repo_context(&answers, catalog);
         let base = tera::Context::from_serialize(&repo)?;
         let mut files = Vec::new();
@@ -158,13 +150,6 @@ impl Plan {
         };
 
         for set in &templates.manifest.sets {
-            if set
-                .when_source
-                .as_deref()
-                .is_some_and(|s| s != answers.source)
-            {
-                continue;
-            }
             match set.each {
                 Each::Repository => {
                     let ctx = Arc::new(base.clone());
@@ -282,27 +267,28 @@ fn repo_context<'a>(answers: &'a Answers, catalog: &'a Catalog) -> RepoContext<'
     let steps: Vec<StepContext<'a>> = answers
         .steps
         .iter()
-        .enumerate()
-        .map(|(i, step)| step_context(step, answers.steps.get(i + 1), catalog))
+        .map(|step| step_context(step, answers, catalog))
         .collect();
-    let steps: Vec<StepContext<'a>> = steps;
-    let placeholders = steps
+    let mut placeholders: Vec<String> = steps
         .iter()
         .flat_map(|s| {
             s.config
                 .iter()
-                .filter(|e| e.value.contains("REPLACE_ME"))
+                .filter(|e| e.value.contains(PLACEHOLDER))
                 .map(move |e| format!("steps.{}.{}", s.name, e.key))
         })
         .collect();
+    let uses_sftp = steps.iter().any(|s| s.features.contains(&"sftp"));
+    if uses_sftp {
+        placeholders.extend(SFTP_PLACEHOLDERS.iter().map(|k| format!("sftp.{k}")));
+    }
     RepoContext {
         uses_qualtrics: steps.iter().any(|s| s.calls_qualtrics),
-        uses_sftp: steps.iter().any(|s| s.features.contains(&"sftp")),
+        uses_sftp,
         placeholders,
         etlgen_version: ETLGEN_VERSION,
-        runtime_version: lockfile::framework_version().to_string(),
+        rust_version: lockfile::framework_rust_version(),
         client: answers.client.as_str(),
-        client_snake: answers.client.snake(),
         source: &answers.source,
         source_description: catalog
             .source(&answers.source)
@@ -317,11 +303,13 @@ fn repo_context<'a>(answers: &'a Answers, catalog: &'a Catalog) -> RepoContext<'
     }
 }
 
-fn step_context<'a>(
-    step: &'a Step,
-    next: Option<&'a Step>,
-    catalog: &'a Catalog,
-) -> StepContext<'a> {
+/// The marker of a client-specific value nobody has filled in yet.
+const PLACEHOLDER: &str = "REPLACE_ME";
+
+/// The `[sftp]` keys `config/default.toml` renders with a placeholder.
+const SFTP_PLACEHOLDERS: &[&str] = &["host", "user", "host_key_sha256"];
+
+fn step_context<'a>(step: &'a Step, answers: &'a Answers, catalog: &'a Catalog) -> StepContext<'a> {
     let kind = catalog
         .kind(&step.kind)
         .expect("answers are resolved against the catalog");
@@ -331,7 +319,7 @@ fn step_context<'a>(
         if let Some(value) = step.settings.param(&param.name) {
             config.push(ConfigEntry {
                 key: param.config_key().to_string(),
-                value: toml_literal(value),
+                value: value.to_string(),
             });
             features.extend(param.feature.as_deref());
         }
@@ -342,6 +330,13 @@ fn step_context<'a>(
         .runtime
         .rsplit_once("::")
         .unwrap_or(("", &kind.runtime));
+    let reads_landing = |name: &StepName| {
+        let consumer = answers
+            .step(name.as_str())
+            .expect("feeds name resolved steps");
+        let consumer_kind = catalog.kind(&consumer.kind).expect("resolved");
+        crate::answers::consumes(consumer, consumer_kind) == Catalog::INPUT
+    };
     StepContext {
         module,
         type_name,
@@ -349,42 +344,19 @@ fn step_context<'a>(
         calls_qualtrics: kind.calls_qualtrics,
         config,
         name: step.name.as_str(),
-        snake: step.name.snake(),
         kind: &kind.id,
         runtime: &kind.runtime,
         stage: kind.stage.to_string(),
         description: &kind.description,
         hooks: &kind.hooks,
         settings: &step.settings,
-        visibility_timeout_seconds: step.settings.visibility_timeout_seconds(),
-        next: next.map(|n| n.name.as_str()),
-    }
-}
-
-/// A value as it is written on the right of `key = ` in TOML: inline arrays
-/// and tables, with the `toml` crate's quoting.
-fn toml_literal(value: &toml::Value) -> String {
-    let mut doc = toml::Table::new();
-    doc.insert("v".into(), value.clone());
-    let line = toml::to_string(&doc).expect("a TOML value serializes");
-    match value {
-        // Arrays of tables serialize as [[v]] sections; write them inline.
-        toml::Value::Array(items) if items.iter().any(toml::Value::is_table) => {
-            let inner: Vec<String> = items.iter().map(toml_literal).collect();
-            format!("[\n    {},\n]", inner.join(",\n    "))
-        }
-        toml::Value::Table(t) => {
-            let inner: Vec<String> = t
-                .iter()
-                .map(|(k, v)| format!("{k} = {}", toml_literal(v)))
-                .collect();
-            format!("{{ {} }}", inner.join(", "))
-        }
-        _ => line
-            .trim_end()
-            .strip_prefix("v = ")
-            .expect("key = value")
-            .to_string(),
+        feeds: step.feeds.iter().map(StepName::as_str).collect(),
+        sends_to: step
+            .feeds
+            .iter()
+            .filter(|n| !reads_landing(n))
+            .map(StepName::as_str)
+            .collect(),
     }
 }
 
@@ -434,31 +406,19 @@ mod tests {
     }
 
     #[test]
-    fn a_step_named_like_a_framework_dependency_is_refused() {
-        let raw: AnswersFile =
-            toml::from_str("client = \"a\"\n[[steps]]\nkind = \"validator\"\nname = \"tokio\"")
-                .unwrap();
-        let answers = Answers::resolve(&raw, Catalog::builtin()).unwrap();
-        let err = Plan::new(answers).unwrap_err().to_string();
-        assert!(
-            err.contains("\"tokio\"") && err.contains("choose another step name"),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn toml_literals_parse_back_to_the_same_value() {
+    fn config_values_are_toml_that_parses_back() {
         let doc: toml::Table = toml::from_str(
             r#"
             s = "a \"quoted\" value"
             n = 9
             arr = [".csv", ".txt"]
-            cols = [{ name = "id", required = true }, { name = "email", type = "email" }]
+            cols = [{ name = "id", required = true }, { "first name" = "x", "a.b" = 1 }]
+            t = { "key with space" = "v" }
             "#,
         )
         .unwrap();
         for (key, value) in &doc {
-            let line = format!("{key} = {}", toml_literal(value));
+            let line = format!("{key} = {value}");
             let back: toml::Table = toml::from_str(&line).unwrap_or_else(|e| panic!("{line}: {e}"));
             assert_eq!(&back[key], value, "{line}");
         }

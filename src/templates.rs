@@ -48,9 +48,6 @@ pub struct TemplateSet {
     pub each: Each,
     /// Output folder; may contain `{env}`, `{step}`, `{kind}`.
     pub into: String,
-    /// Only render for pipelines with this source kind.
-    #[serde(default)]
-    pub when_source: Option<String>,
 }
 
 /// What a template set is rendered for.
@@ -146,9 +143,7 @@ impl Templates {
                 sources.push((path, text));
             }
         }
-        let mut tera = tera::Tera::default();
-        tera.autoescape_on(vec![]);
-        tera.add_raw_templates(sources)?;
+        let tera = engine(sources)?;
         Ok(Templates {
             manifest,
             owned,
@@ -167,6 +162,15 @@ impl Templates {
             Owner::Merged
         }
     }
+}
+
+/// The Tera engine etlgen renders with: no autoescaping (nothing here is
+/// HTML), every template parsed up front.
+fn engine(sources: Vec<(String, &str)>) -> Result<tera::Tera, TemplateError> {
+    let mut tera = tera::Tera::default();
+    tera.autoescape_on(vec![]);
+    tera.add_raw_templates(sources)?;
+    Ok(tera)
 }
 
 /// Every file under `dir`, depth first, in include_dir's (sorted) order.
@@ -267,11 +271,25 @@ mod tests {
 
     #[test]
     fn undefined_variables_are_errors_not_empty_strings() {
-        let mut tera = tera::Tera::default();
-        tera.add_raw_template("t.tera", "name = {{ missing }}")
-            .unwrap();
-        let err = tera.render("t.tera", &tera::Context::new()).unwrap_err();
-        assert!(format!("{err:?}").contains("missing"), "{err:?}");
+        let tera = engine(vec![
+            ("t.tera".into(), "name = {{ missing }}"),
+            ("field.tera".into(), "name = {{ step.missing }}"),
+            ("html.html.tera".into(), "<b>{{ x }}</b>"),
+        ])
+        .unwrap();
+        for name in ["t.tera", "field.tera"] {
+            let mut ctx = tera::Context::new();
+            ctx.insert("step", &serde_json::json!({"name": "a"}));
+            let err = tera.render(name, &ctx).unwrap_err();
+            assert!(format!("{err:?}").contains("missing"), "{name}: {err:?}");
+        }
+        let mut ctx = tera::Context::new();
+        ctx.insert("x", "<&>");
+        assert_eq!(
+            tera.render("html.html.tera", &ctx).unwrap(),
+            "<b><&></b>",
+            "no escaping"
+        );
     }
 
     #[test]

@@ -54,20 +54,46 @@ pub fn check_target(target: &Path) -> Result<(), WriteError> {
 
 /// Writes `tree` as a new directory `target`, running `finish` on the staged
 /// copy before it is moved into place. Returns the final path.
+///
+/// An existing empty `target` is kept (a shell may be sitting in it, as with
+/// `--output .`) and the staged entries are moved into it instead.
 pub fn create_new(
     target: &Path,
     tree: &Tree,
     finish: impl FnOnce(&Path) -> anyhow::Result<()>,
 ) -> Result<PathBuf, WriteError> {
     check_target(target)?;
+    let existing = target.is_dir();
+    let target = if existing {
+        fs_err::canonicalize(target)?
+    } else {
+        target.to_path_buf()
+    };
     let parent = match target.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    fs_err::create_dir_all(&parent)?;
+    let created = create_missing_dirs(&parent)?;
+    let result = stage_and_move(&target, &parent, existing, tree, finish);
+    if result.is_err()
+        && let Some(first) = created
+    {
+        // Best effort: the directories were made for this write and are empty.
+        let _ = fs_err::remove_dir_all(first);
+    }
+    result.map(|()| target)
+}
+
+fn stage_and_move(
+    target: &Path,
+    parent: &Path,
+    existing: bool,
+    tree: &Tree,
+    finish: impl FnOnce(&Path) -> anyhow::Result<()>,
+) -> Result<(), WriteError> {
     let staging = tempfile::Builder::new()
         .prefix(".etlgen-new-")
-        .tempdir_in(&parent)
+        .tempdir_in(parent)
         .map_err(|e| {
             io::Error::new(
                 e.kind(),
@@ -76,22 +102,48 @@ pub fn create_new(
         })?;
     write_tree(staging.path(), tree)?;
     finish(staging.path()).map_err(WriteError::Finish)?;
-    // An empty target directory is replaced; `check_target` ran above, and
-    // rename(2) would replace an empty directory anyway, but not on every OS.
-    if target.is_dir() {
-        fs_err::remove_dir(target)?;
+    if !existing {
+        let staged = staging.keep();
+        return fs_err::rename(&staged, target).map_err(|e| {
+            // Best effort: the rename's error is what matters to the user.
+            let _ = fs_err::remove_dir_all(&staged);
+            e.into()
+        });
     }
-    let staged = staging.keep();
-    if let Err(e) = fs_err::rename(&staged, target) {
-        // Best effort: the error below is what matters to the user.
-        let _ = fs_err::remove_dir_all(&staged);
-        return Err(e.into());
+    let mut moved = Vec::new();
+    for entry in fs_err::read_dir(staging.path())? {
+        let entry = entry?;
+        let to = target.join(entry.file_name());
+        if let Err(e) = fs_err::rename(entry.path(), &to) {
+            // The target was empty, so everything in it now is ours to take back.
+            for path in moved {
+                let _ = fs_err::remove_dir_all(&path).or_else(|_| fs_err::remove_file(&path));
+            }
+            return Err(e.into());
+        }
+        moved.push(to);
     }
-    Ok(target.to_path_buf())
+    Ok(())
 }
 
-/// Writes every file of `tree` under `root`, creating directories. Files that
-/// start with `#!` are made executable.
+/// Creates `dir` and its missing ancestors; returns the outermost one
+/// created, so a failed write can remove exactly what it made.
+fn create_missing_dirs(dir: &Path) -> Result<Option<PathBuf>, WriteError> {
+    let mut first = None;
+    let mut cur = Some(dir);
+    while let Some(d) = cur {
+        if d.as_os_str().is_empty() || d.exists() {
+            break;
+        }
+        first = Some(d.to_path_buf());
+        cur = d.parent();
+    }
+    fs_err::create_dir_all(dir)?;
+    Ok(first)
+}
+
+/// Writes every file of `tree` under `root`, creating directories. Scripts
+/// (files starting with `#!/`) are made executable.
 pub fn write_tree(root: &Path, tree: &Tree) -> Result<(), WriteError> {
     for (rel, bytes) in tree {
         let path = safe_join(root, rel)?;
@@ -99,7 +151,7 @@ pub fn write_tree(root: &Path, tree: &Tree) -> Result<(), WriteError> {
             fs_err::create_dir_all(dir)?;
         }
         fs_err::write(&path, bytes)?;
-        if bytes.starts_with(b"#!") {
+        if bytes.starts_with(b"#!/") {
             make_executable(&path)?;
         }
     }
@@ -200,6 +252,68 @@ mod tests {
             fs_err::read_to_string(tmp.path().join("mine.txt")).unwrap(),
             "user data"
         );
+    }
+
+    #[test]
+    fn keeps_an_existing_empty_directory_in_place() {
+        let tmp = tempfile::tempdir().unwrap();
+        let here = tmp.path().join("here");
+        fs_err::create_dir(&here).unwrap();
+        #[cfg(unix)]
+        let inode = {
+            use std::os::unix::fs::MetadataExt;
+            fs_err::metadata(&here).unwrap().ino()
+        };
+        create_new(&here.join("."), &tree(&[("a/b", "1"), ("c", "2")]), |_| {
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(entries(&here), ["a", "c"]);
+        assert_eq!(
+            entries(tmp.path()),
+            ["here"],
+            "no staging directory is left"
+        );
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            assert_eq!(
+                fs_err::metadata(&here).unwrap().ino(),
+                inode,
+                "the same directory"
+            );
+        }
+    }
+
+    #[test]
+    fn a_failure_removes_the_parents_it_created() {
+        let tmp = tempfile::tempdir().unwrap();
+        let target = tmp.path().join("new/deeper/client-x");
+        let err = create_new(&target, &tree(&[("a", "1")]), |_| anyhow::bail!("no")).unwrap_err();
+        assert!(err.to_string().contains("no"));
+        assert!(entries(tmp.path()).is_empty(), "{:?}", entries(tmp.path()));
+    }
+
+    #[test]
+    fn only_scripts_become_executable() {
+        let tmp = tempfile::tempdir().unwrap();
+        write_tree(
+            tmp.path(),
+            &tree(&[("run.sh", "#!/bin/sh\n"), ("lib.rs", "#![deny(x)]\n")]),
+        )
+        .unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = |p: &str| {
+                fs_err::metadata(tmp.path().join(p))
+                    .unwrap()
+                    .permissions()
+                    .mode()
+            };
+            assert_eq!(mode("run.sh") & 0o111, 0o111);
+            assert_eq!(mode("lib.rs") & 0o111, 0);
+        }
     }
 
     #[test]

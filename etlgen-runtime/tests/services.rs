@@ -310,3 +310,62 @@ async fn the_distribution_is_scheduled_with_the_documented_body_once_the_run_is_
             .contains("EMD_1")
     );
 }
+
+#[tokio::test]
+async fn a_fixed_list_is_scheduled_from_the_validators_records_once_the_run_is_sealed() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/API/v3/distributions"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"result": {"id": "EMD_9"}, "meta": {"requestId": "r"}})),
+        )
+        .expect(1)
+        .mount(&server)
+        .await;
+    let config = format!("{INVITE}\nmailing_list_id='CG_FIXED'");
+    let w = world::<DistributionScheduler<Defaults>>(&server, "invite", &config);
+    let first = envelope("invite", "batch-000001", batch())
+        .to_json()
+        .unwrap();
+    let last = envelope("invite", "batch-000002", batch())
+        .to_json()
+        .unwrap();
+    // Before the validator seals the run nothing is scheduled.
+    let early = w.runner.handle_event(sqs_event(&[&first])).await;
+    assert!(early.batch_item_failures.is_empty());
+    w.objects.insert(
+        "data",
+        "runs/2024-05-01/run-1/manifest.json",
+        r#"{"batches":2,"valid":2,"rejected":0}"#,
+    );
+    for _ in 0..2 {
+        let response = w.runner.handle_event(sqs_event(&[&last])).await;
+        assert!(response.batch_item_failures.is_empty(), "{response:?}");
+    }
+    let requests = server.received_requests().await.unwrap();
+    assert_eq!(requests.len(), 1, "one distribution per run");
+    let body: serde_json::Value = serde_json::from_slice(&requests[0].body).unwrap();
+    assert_eq!(body["recipients"]["mailingListId"], "CG_FIXED");
+}
+
+#[tokio::test]
+async fn records_without_a_fixed_list_are_rejected_not_retried() {
+    let server = MockServer::start().await;
+    let w = world::<DistributionScheduler<Defaults>>(&server, "invite", INVITE);
+    let body = envelope("invite", "batch-000001", batch())
+        .to_json()
+        .unwrap();
+    let response = w.runner.handle_event(sqs_event(&[&body])).await;
+    assert!(
+        response.batch_item_failures.is_empty(),
+        "a permanent error is not retried"
+    );
+    let rejected = w
+        .objects
+        .keys("data", "reports/2024-05-01/run-1/invite/rejected/");
+    assert_eq!(rejected.len(), 1);
+    let report = w.objects.text("data", &rejected[0]).unwrap();
+    assert!(report.contains("mailing_list_id"), "{report}");
+    assert!(server.received_requests().await.unwrap().is_empty());
+}

@@ -10,6 +10,7 @@
 mod names;
 mod settings;
 mod values;
+mod wiring;
 
 use std::collections::BTreeSet;
 
@@ -20,6 +21,7 @@ use crate::catalog::{Catalog, StepKind};
 pub use names::{ClientName, EnvName, StepName};
 pub use settings::{ResolvedSettings, SettingValue};
 pub use values::{Datacenter, Region, Schedule};
+pub use wiring::consumes;
 
 /// Where the answers file lives inside a generated repository.
 pub const ANSWERS_PATH: &str = ".etlgen/answers.toml";
@@ -27,6 +29,11 @@ pub const ANSWERS_PATH: &str = ".etlgen/answers.toml";
 /// AWS's limit on Lambda function and IAM role names; the longest names
 /// etlgen derives are `<client>-<env>-<step>`.
 const AWS_NAME_LIMIT: usize = 64;
+
+/// S3's limit on bucket names, and the suffix of the longest one etlgen
+/// derives, `<client>-<env>-data`.
+const S3_BUCKET_LIMIT: usize = 63;
+const BUCKET_SUFFIX: &str = "data";
 
 /// A bad answer: names the field, the value and what is allowed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -132,6 +139,8 @@ pub struct Step {
     pub overrides: toml::Table,
     /// Whether the step came with the source rather than from the answers.
     pub implied: bool,
+    /// The later steps that read this step's output, in pipeline order.
+    pub feeds: Vec<StepName>,
 }
 
 impl Answers {
@@ -173,24 +182,12 @@ impl Answers {
                 .as_ref()
                 .unwrap_or(&catalog.defaults.environments),
         )?;
-        let schedule = match raw.schedule.as_deref().map(str::trim) {
-            None | Some("") => None,
-            Some(s) => Some(Schedule::try_from(s)?),
-        };
+        let schedule = resolve_schedule(raw.schedule.as_deref(), source_kind)?;
         let default_steps: Vec<StepEntry>;
         let entries = match &raw.steps {
             Some(steps) => steps,
             None => {
-                default_steps = catalog
-                    .defaults
-                    .services
-                    .iter()
-                    .map(|k| StepEntry {
-                        name: None,
-                        kind: k.clone(),
-                        settings: toml::Table::new(),
-                    })
-                    .collect();
+                default_steps = catalog.default_steps();
                 &default_steps
             }
         };
@@ -237,8 +234,9 @@ impl Answers {
         self.steps.iter().find(|s| s.name.as_str() == name)
     }
 
-    /// AWS caps function and role names at 64 characters; every name etlgen
-    /// derives must fit in every environment, or `terraform apply` fails late.
+    /// AWS caps function and role names at 64 characters and bucket names at
+    /// 63; every name etlgen derives must fit in every environment, or
+    /// `terraform apply` fails late.
     fn check_derived_names(&self) -> Result<(), AnswerError> {
         let longest_env = self
             .environments
@@ -247,6 +245,14 @@ impl Answers {
             .chain([EnvName::LOCAL])
             .max_by_key(|e| e.len())
             .unwrap_or(EnvName::LOCAL);
+        let bucket = format!("{}-{longest_env}-{}", self.client, BUCKET_SUFFIX);
+        if bucket.len() > S3_BUCKET_LIMIT {
+            return Err(AnswerError::Conflict(format!(
+                "the data bucket name {bucket:?} would be {} characters; S3 allows \
+                 {S3_BUCKET_LIMIT}. Choose a shorter client or environment name",
+                bucket.len()
+            )));
+        }
         for step in &self.steps {
             let name = format!("{}-{}-{}", self.client, longest_env, step.name);
             if name.len() > AWS_NAME_LIMIT {
@@ -283,12 +289,43 @@ fn resolve_environments(raw: &[String]) -> Result<Vec<EnvName>, AnswerError> {
         let env = EnvName::try_from(env.as_str())?;
         if !seen.insert(env.clone()) {
             return Err(AnswerError::Conflict(format!(
-                "environment {env:?} is listed twice"
+                "environment {:?} is listed twice",
+                env.as_str()
             )));
         }
         out.push(env);
     }
     Ok(out)
+}
+
+/// A scheduled source needs a schedule (its default when none is given); an
+/// event-driven one runs on arrival and must not have one.
+fn resolve_schedule(
+    raw: Option<&str>,
+    source: &crate::catalog::SourceKind,
+) -> Result<Option<Schedule>, AnswerError> {
+    match (raw.map(str::trim), source.scheduled) {
+        (None, true) => {
+            let default = source.default_schedule.as_deref().unwrap_or_default();
+            Ok(Some(Schedule::try_from(default)?))
+        }
+        (Some(""), true) => Err(AnswerError::Conflict(format!(
+            "the {} source polls on a schedule, so the pipeline cannot be event-driven; give \
+             --schedule, for example --schedule 'rate(1 hour)'",
+            source.id
+        ))),
+        (Some(s), true) => Ok(Some(Schedule::try_from(s)?)),
+        (None | Some(""), false) => Ok(None),
+        (Some(s), false) => Err(AnswerError::Invalid {
+            field: "schedule".into(),
+            value: s.to_string(),
+            reason: format!(
+                "the {} source runs when input arrives, so it takes no schedule; leave \
+                 --schedule out, or use --source sftp to poll on a schedule",
+                source.id
+            ),
+        }),
+    }
 }
 
 fn resolve_steps(
@@ -320,7 +357,7 @@ fn resolve_steps(
                 ),
             });
         }
-        steps.push(resolve_step(i, entry, kind, false)?);
+        steps.push(resolve_step(entry, kind, false)?);
     }
     if steps
         .iter()
@@ -342,16 +379,25 @@ fn resolve_steps(
             kind: id.to_string(),
             settings: toml::Table::new(),
         };
-        steps.push(resolve_step(steps.len(), &entry, kind, true)?);
+        steps.push(resolve_step(&entry, kind, true)?);
     }
     for (i, step) in steps.iter().enumerate() {
         if steps[..i].iter().any(|s| s.name == step.name) {
             return Err(AnswerError::Conflict(format!(
-                "two steps are named {:?}; give each instance its own name, for example \
-                 --services {kind}:invite,{kind}:reminder",
+                "two steps are named {:?}; give each instance its own name (`name = ...` \
+                 in the answers file, or {kind}:NAME in --services)",
                 step.name.as_str(),
                 kind = step.kind
             )));
+        }
+        if crate::lockfile::is_registry_package(step.name.as_str()) {
+            return Err(AnswerError::Invalid {
+                field: "step name".into(),
+                value: step.name.to_string(),
+                reason: "it is the name of a crate the framework depends on, and each step is \
+                         a crate of the generated workspace; choose another name"
+                    .into(),
+            });
         }
         let kind = catalog.kind(&step.kind).expect("resolved above");
         if !kind.repeatable && steps[..i].iter().any(|s| s.kind == step.kind) {
@@ -361,80 +407,22 @@ fn resolve_steps(
             )));
         }
     }
-    order_by_requirements(steps, catalog)
+    wiring::order_and_wire(steps, catalog)
 }
 
-fn resolve_step(
-    index: usize,
-    entry: &StepEntry,
-    kind: &StepKind,
-    implied: bool,
-) -> Result<Step, AnswerError> {
+/// Resolves one entry; errors locate it by step name (`steps.invite`), which
+/// is what the user typed in `--set` or the answers file.
+fn resolve_step(entry: &StepEntry, kind: &StepKind, implied: bool) -> Result<Step, AnswerError> {
     let name = StepName::try_from(entry.name.clone().unwrap_or_else(|| kind.id.clone()))?;
-    let settings = ResolvedSettings::resolve(kind, &entry.settings, &format!("steps[{index}]"))?;
+    let settings = ResolvedSettings::resolve(kind, &entry.settings, &format!("steps.{name}"))?;
     Ok(Step {
         name,
         kind: kind.id.clone(),
         settings,
         overrides: entry.settings.clone(),
         implied,
+        feeds: Vec::new(),
     })
-}
-
-/// Orders steps by stage, and within a stage so that every step comes after
-/// the steps providing what it requires; the user's order breaks ties. A
-/// requirement may also be satisfied by a param the step sets (a
-/// distribution-scheduler with a fixed `mailing_list_id`).
-fn order_by_requirements(
-    mut pending: Vec<Step>,
-    catalog: &Catalog,
-) -> Result<Vec<Step>, AnswerError> {
-    let kind_of = |s: &Step| catalog.kind(&s.kind).expect("resolved against the catalog");
-    pending.sort_by_key(|s| kind_of(s).stage);
-    let mut placed: Vec<Step> = Vec::with_capacity(pending.len());
-    while !pending.is_empty() {
-        let stage = kind_of(&pending[0]).stage;
-        let unmet = |step: &Step| {
-            let kind = kind_of(step);
-            kind.requires.iter().find(|cap| {
-                let provided = placed.iter().any(|s| kind_of(s).provides.contains(cap));
-                let satisfied = kind.params.iter().any(|p| {
-                    p.satisfies.as_deref() == Some(cap.as_str())
-                        && step.settings.param(&p.name).is_some()
-                });
-                !(provided || satisfied)
-            })
-        };
-        match pending
-            .iter()
-            .take_while(|s| kind_of(s).stage == stage)
-            .position(|s| unmet(s).is_none())
-        {
-            Some(i) => placed.push(pending.remove(i)),
-            None => {
-                let step = &pending[0];
-                let kind = kind_of(step);
-                let cap = unmet(step).expect("no step of this stage is ready");
-                let by = catalog
-                    .providers()
-                    .get(cap.as_str())
-                    .map(|v| v.join(" or "))
-                    .unwrap_or_default();
-                let alt = kind
-                    .params
-                    .iter()
-                    .find(|p| p.satisfies.as_deref() == Some(cap.as_str()))
-                    .map(|p| format!(", or set {}.{} in the answers", step.name, p.name))
-                    .unwrap_or_default();
-                return Err(AnswerError::Conflict(format!(
-                    "step {:?} ({}) needs a {cap} from an earlier step: add {by}{alt}",
-                    step.name.as_str(),
-                    kind.id
-                )));
-            }
-        }
-    }
-    Ok(placed)
 }
 
 #[cfg(test)]

@@ -138,8 +138,37 @@ fn check_identifier(field: &'static str, value: &str, max: usize) -> Result<(), 
     Ok(())
 }
 
+/// The words that mark a production resource. The framework refuses, outside
+/// production, any resource name containing one as a word (`acme-prod-data`),
+/// so a name that contains one would break every other environment.
+const PRODUCTION_WORDS: &[&str] = &["prod", "production"];
+
+/// Refuses `value` if it has a production word as a hyphen-separated word,
+/// unless it is exactly one and `exact_ok` (an environment called `prod`).
+fn check_production_word(
+    field: &'static str,
+    value: &str,
+    exact_ok: bool,
+) -> Result<(), AnswerError> {
+    if exact_ok && PRODUCTION_WORDS.contains(&value) {
+        return Ok(());
+    }
+    match value.split('-').find(|w| PRODUCTION_WORDS.contains(w)) {
+        None => Ok(()),
+        Some(word) => Err(AnswerError::Invalid {
+            field: field.to_string(),
+            value: value.to_string(),
+            reason: format!(
+                "it contains the word {word:?}, which marks production resources: every \
+                 non-production environment would refuse the names derived from it; choose \
+                 another name"
+            ),
+        }),
+    }
+}
+
 macro_rules! identifier_newtype {
-    ($(#[$doc:meta])* $name:ident, field = $field:literal, max = $max:literal) => {
+    ($(#[$doc:meta])* $name:ident, field = $field:literal, max = $max:literal, production_ok = $exact:literal) => {
         $(#[$doc])*
         #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
         #[serde(try_from = "String", into = "String")]
@@ -164,6 +193,7 @@ macro_rules! identifier_newtype {
             type Error = AnswerError;
             fn try_from(value: String) -> Result<Self, Self::Error> {
                 check_identifier($field, &value, $max)?;
+                check_production_word($field, &value, $exact)?;
                 Ok(Self(value))
             }
         }
@@ -191,15 +221,15 @@ macro_rules! identifier_newtype {
 
 identifier_newtype!(
     /// The client's name: the repository, crate prefix and AWS name prefix.
-    ClientName, field = "client", max = 63
+    ClientName, field = "client", max = 63, production_ok = false
 );
 identifier_newtype!(
     /// A step's name: its crate, queue and function suffix.
-    StepName, field = "step name", max = 40
+    StepName, field = "step name", max = 40, production_ok = false
 );
 identifier_newtype!(
     /// A deployment environment such as `dev` or `prod`.
-    EnvName, field = "environment", max = 16
+    EnvName, field = "environment", max = 16, production_ok = true
 );
 
 impl EnvName {
@@ -246,6 +276,16 @@ mod tests {
             assert!(err.contains("client"), "{bad}: {err}");
             assert!(err.contains(why), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn production_words_only_name_the_production_environment() {
+        assert!(client("prod-x").unwrap_err().contains("marks production"));
+        assert!(client("big-production").is_err());
+        assert!(client("products").is_ok() && client("reprod").is_ok());
+        assert!(EnvName::try_from("prod").is_ok() && EnvName::try_from("production").is_ok());
+        assert!(EnvName::try_from("pre-prod").is_err());
+        assert!(StepName::try_from("prod-export").is_err());
     }
 
     #[test]

@@ -50,9 +50,12 @@ impl ResolvedSettings {
             .collect();
         for (key, value) in overrides {
             let field = format!("{at}.settings.{key}");
+            let shown = value
+                .as_str()
+                .map_or_else(|| value.to_string(), str::to_string);
             let invalid = |reason: String| AnswerError::Invalid {
                 field: field.clone(),
-                value: value.to_string(),
+                value: shown.clone(),
                 reason,
             };
             if key == "fifo" {
@@ -83,8 +86,16 @@ impl ResolvedSettings {
                             param.choices.join(", ")
                         )));
                     }
-                    if s.is_empty() || s.chars().any(char::is_control) {
+                    let may_be_empty = param.default.as_ref().and_then(|d| d.as_str()) == Some("");
+                    if (s.is_empty() && !may_be_empty) || s.chars().any(char::is_control) {
                         return Err(invalid("expected a non-empty single-line value".into()));
+                    }
+                }
+                if let (Some(n), Some((min, max))) = (value.as_integer(), param.range) {
+                    if !(min..=max).contains(&n) {
+                        return Err(invalid(format!(
+                            "expected a whole number from {min} to {max}"
+                        )));
                     }
                 }
                 params.insert(key.clone(), value.clone());
@@ -102,6 +113,17 @@ impl ResolvedSettings {
                     ),
                 });
             }
+        }
+        // A standard queue delivers more than 10 messages only with a batching
+        // window of at least a second; the default gives way to a larger batch.
+        if !step.fifo && step.batch_size > 10 && step.batching_window_seconds == 0 {
+            if overrides.contains_key("batching_window_seconds") {
+                return Err(AnswerError::Conflict(format!(
+                    "{at}.settings: a batch_size over 10 needs a batching window of at least 1 \
+                     second (AWS's rule); raise batching_window_seconds"
+                )));
+            }
+            step.batching_window_seconds = 1;
         }
         // A FIFO queue takes at most 10 messages and no batching window: the
         // kind's standard-queue defaults give way unless the user set them.
@@ -236,6 +258,16 @@ mod tests {
     }
 
     #[test]
+    fn a_large_standard_batch_gets_a_batching_window() {
+        let kind = Catalog::builtin().kind("validator").unwrap();
+        let r = ResolvedSettings::resolve(kind, &table("batch_size = 20"), "steps.v").unwrap();
+        assert_eq!(r.step.batching_window_seconds, 1);
+        let notifier = Catalog::builtin().kind("notifier").unwrap();
+        let empty = ResolvedSettings::resolve(notifier, &table("subject_prefix = \"\""), "x");
+        assert!(empty.is_ok(), "an empty default allows an empty value");
+    }
+
+    #[test]
     fn fifo_gives_the_standard_queue_defaults_way() {
         let kind = Catalog::builtin().kind("contact-importer").unwrap();
         assert!(kind.settings.batching_window_seconds > 0);
@@ -259,6 +291,8 @@ mod tests {
                 "expected a value of type integer",
             ),
             ("primary_key = \"\"", "non-empty"),
+            ("records_per_batch = 0", "from 1 to 10000"),
+            ("batch_size = 20\nbatching_window_seconds = 0", "at least 1"),
             (
                 "primary_key = \"response_id\"",
                 "expected one of the columns: external_id, email",

@@ -177,7 +177,7 @@ fn bad_answers_name_the_field() {
         ),
         (
             "client = \"a\"\n[[steps]]\nkind = \"contact-importer\"",
-            "needs a records",
+            "nothing reads the client's input: add validator",
         ),
         ("client = \"a\"\ncolour = \"red\"", "unknown field `colour`"),
         ("client = 5", "invalid type"),
@@ -196,6 +196,134 @@ fn derived_aws_names_must_fit() {
     .unwrap_err();
     assert!(
         err.contains("would be 76 characters; AWS allows 64"),
+        "{err}"
+    );
+}
+
+fn feeds<'a>(a: &'a Answers, step: &str) -> Vec<&'a str> {
+    a.step(step)
+        .unwrap()
+        .feeds
+        .iter()
+        .map(|n| n.as_str())
+        .collect()
+}
+
+#[test]
+fn each_step_feeds_every_later_step_that_reads_what_it_sends() {
+    let a = resolve(
+        r#"
+        client = "acme"
+        source = "sftp"
+        [[steps]]
+        kind = "notifier"
+        [[steps]]
+        kind = "exporter"
+        [[steps]]
+        kind = "validator"
+        [[steps]]
+        kind = "contact-importer"
+        [[steps]]
+        kind = "distribution-scheduler"
+        name = "invite"
+        [[steps]]
+        kind = "distribution-scheduler"
+        name = "reminder"
+        [[steps]]
+        kind = "response-importer"
+        "#,
+    )
+    .unwrap();
+    assert_eq!(
+        names(&a),
+        [
+            "sftp-poller",
+            "validator",
+            "contact-importer",
+            "invite",
+            "reminder",
+            "response-importer",
+            "exporter",
+            "notifier"
+        ]
+    );
+    assert_eq!(feeds(&a, "sftp-poller"), ["validator"]);
+    assert_eq!(
+        feeds(&a, "validator"),
+        ["contact-importer", "response-importer"]
+    );
+    assert_eq!(feeds(&a, "contact-importer"), ["invite", "reminder"]);
+    // Post-processing reads what nothing else reads; notification comes last.
+    for leaf in ["invite", "reminder", "response-importer"] {
+        assert_eq!(feeds(&a, leaf), ["exporter"], "{leaf}");
+    }
+    assert_eq!(feeds(&a, "exporter"), ["notifier"]);
+    assert!(feeds(&a, "notifier").is_empty());
+}
+
+#[test]
+fn a_fixed_list_makes_the_scheduler_read_records() {
+    let a = resolve(
+        r#"
+        client = "acme"
+        [[steps]]
+        kind = "validator"
+        [[steps]]
+        kind = "distribution-scheduler"
+        settings = { mailing_list_id = "CG_1" }
+        "#,
+    )
+    .unwrap();
+    assert_eq!(feeds(&a, "validator"), ["distribution-scheduler"]);
+}
+
+#[test]
+fn post_processing_needs_something_to_follow() {
+    let err =
+        resolve("client = \"a\"\n[[steps]]\nkind = \"validator\"\n[[steps]]\nkind = \"exporter\"")
+            .map(|a| feeds(&a, "validator").join(","));
+    // The validator's records are the exporter's input when nothing else reads them.
+    assert_eq!(err.unwrap(), "exporter");
+    let err = resolve("client = \"a\"\n[[steps]]\nkind = \"notifier\"").unwrap_err();
+    assert!(err.contains("nothing reads the client's input"), "{err}");
+}
+
+#[test]
+fn schedules_belong_to_scheduled_sources() {
+    let sftp = resolve("client = \"a\"\nsource = \"sftp\"").unwrap();
+    assert_eq!(
+        sftp.schedule.unwrap().as_str(),
+        "rate(1 hour)",
+        "the source's default"
+    );
+    let err = resolve("client = \"a\"\nsource = \"sftp\"\nschedule = \"\"").unwrap_err();
+    assert!(err.contains("polls on a schedule"), "{err}");
+    let err = resolve("client = \"a\"\nschedule = \"rate(1 day)\"").unwrap_err();
+    assert!(
+        err.contains("invalid schedule") && err.contains("takes no schedule"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_step_named_like_a_framework_dependency_is_refused() {
+    let err =
+        resolve("client = \"a\"\n[[steps]]\nkind = \"validator\"\nname = \"tokio\"").unwrap_err();
+    assert!(
+        err.contains("invalid step name \"tokio\"") && err.contains("choose another"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_data_bucket_name_must_fit_s3() {
+    let client = "c".repeat(55);
+    let err = resolve(&format!(
+        "client = \"{client}\"\n[[steps]]\nkind = \"validator\"\nname = \"v\""
+    ))
+    .unwrap_err();
+    assert!(
+        err.contains("data bucket name") && err.contains("S3 allows 63"),
         "{err}"
     );
 }

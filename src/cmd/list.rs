@@ -79,22 +79,23 @@ fn write_text(catalog: &Catalog, out: &mut dyn Write) -> Result<()> {
             s.max_receive_count
         )?;
         writeln!(out, "    hooks:    {}", k.hooks.join(", "))?;
-        if !k.requires.is_empty() {
-            let alt: Vec<String> = k
-                .params
-                .iter()
-                .filter_map(|p| {
-                    p.satisfies
-                        .as_ref()
-                        .map(|c| format!(" (or set {} for {c})", p.name))
-                })
-                .collect();
-            writeln!(
-                out,
-                "    requires: {}{}",
-                k.requires.join(", "),
-                alt.join("")
-            )?;
+        let from = match k.consumes.as_str() {
+            Catalog::INPUT => "the client's input, through the landing zone".to_string(),
+            Catalog::SCHEDULE => "the pipeline's schedule".to_string(),
+            Catalog::ANY => "whatever the earlier stages' last steps emit".to_string(),
+            message => format!("{message} from {}", catalog.producers(message).join(" or ")),
+        };
+        let alternative: String = k
+            .params
+            .iter()
+            .filter_map(|p| {
+                let instead = p.consumes_instead.as_ref()?;
+                Some(format!(" (with {} set: {instead})", p.name))
+            })
+            .collect();
+        writeln!(out, "    reads:    {from}{alternative}")?;
+        if let Some(emits) = &k.emits {
+            writeln!(out, "    sends:    {emits}")?;
         }
         for p in &k.params {
             let default = p

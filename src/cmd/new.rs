@@ -94,7 +94,7 @@ pub fn run(
     let catalog = Catalog::builtin();
     let raw = layered_answers(args, catalog)?;
     let answers = match prompter {
-        Some(p) => interview(raw, p, catalog)?.1,
+        Some(p) => interview(raw, p, catalog)?,
         None => Answers::resolve(&raw, catalog)?,
     };
     let target = args
@@ -193,10 +193,19 @@ fn layered_answers(args: &Args, catalog: &Catalog) -> Result<AnswersFile> {
 
 fn read_answers_file(path: &Path) -> Result<AnswersFile> {
     let text = fs_err::read_to_string(path).context("reading --answers")?;
-    toml::from_str(&text).with_context(|| {
-        format!(
-            "invalid --answers file {}; its keys are those of .etlgen/answers.toml (see docs/answers.md)",
-            path.display()
+    toml::from_str(&text).map_err(|e| {
+        // toml's own message spans several lines; keep one, with the place.
+        let at = e.span().map_or_else(String::new, |span| {
+            let before = &text[..span.start];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!(" at line {line}, column {column}")
+        });
+        anyhow::anyhow!(
+            "invalid --answers file {}{at}: {}; its keys are those of .etlgen/answers.toml \
+             (see docs/answers.md)",
+            path.display(),
+            e.message().trim()
         )
     })
 }
@@ -236,29 +245,13 @@ fn apply_set(raw: &mut AnswersFile, set: &str, catalog: &Catalog) -> Result<()> 
     if step.is_empty() || key.is_empty() {
         bail!(usage());
     }
-    let value = toml::from_str::<toml::Table>(&format!("v = {value}"))
-        .ok()
-        .and_then(|mut t| t.remove("v"))
-        .unwrap_or_else(|| toml::Value::String(value.to_string()));
-
-    let defaults = || {
-        catalog
-            .defaults
-            .services
-            .iter()
-            .map(|k| StepEntry {
-                name: None,
-                kind: k.clone(),
-                settings: toml::Table::new(),
-            })
-            .collect()
-    };
+    let text = value;
     let source = raw
         .source
         .clone()
         .unwrap_or_else(|| catalog.defaults.source.clone());
     let source_step = catalog.source(&source).and_then(|s| s.step.clone());
-    let steps = raw.steps.get_or_insert_with(defaults);
+    let steps = raw.steps.get_or_insert_with(|| catalog.default_steps());
     let position = steps
         .iter()
         .position(|e| e.name.as_deref().unwrap_or(&e.kind) == step);
@@ -282,6 +275,16 @@ fn apply_set(raw: &mut AnswersFile, set: &str, catalog: &Catalog) -> Result<()> 
                 names.join(", ")
             );
         }
+    };
+    // A string setting takes the text as written (`subject=2024` is a
+    // subject); anything else is read as a TOML value (5, true, [".csv"]).
+    let string_param = catalog
+        .kind(&entry.kind)
+        .and_then(|k| k.param(key))
+        .is_some_and(|p| p.default.as_ref().is_none_or(|d| d.is_str()));
+    let value = match toml::from_str::<toml::Table>(&format!("v = {text}")) {
+        Ok(mut t) if !string_param => t.remove("v").unwrap_or_else(|| text.into()),
+        _ => toml::Value::String(text.to_string()),
     };
     entry.settings.insert(key.to_string(), value);
     Ok(())

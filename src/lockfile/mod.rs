@@ -55,20 +55,38 @@ pub fn is_registry_package(name: &str) -> bool {
     base_blocks().iter().any(|b| b.has_source && b.name == name)
 }
 
-/// The framework crate's version, from its embedded manifest.
-pub fn framework_version() -> &'static str {
-    static VERSION: OnceLock<String> = OnceLock::new();
-    VERSION.get_or_init(|| {
+/// The framework crate's `[package]` table, from its embedded manifest.
+fn framework_package() -> &'static toml::Table {
+    static PACKAGE: OnceLock<toml::Table> = OnceLock::new();
+    PACKAGE.get_or_init(|| {
         let manifest = FRAMEWORK
             .get_file("Cargo.toml")
             .and_then(|f| f.contents_utf8())
             .expect("etlgen-runtime/Cargo.toml is embedded");
-        let doc: toml::Table = toml::from_str(manifest).expect("etlgen-runtime/Cargo.toml parses");
-        doc["package"]["version"]
-            .as_str()
-            .expect("etlgen-runtime has a version")
-            .to_string()
+        let mut doc: toml::Table =
+            toml::from_str(manifest).expect("etlgen-runtime/Cargo.toml parses");
+        match doc.remove("package") {
+            Some(toml::Value::Table(package)) => package,
+            _ => panic!("etlgen-runtime/Cargo.toml has a [package]"),
+        }
     })
+}
+
+fn framework_field(key: &str) -> &'static str {
+    framework_package()
+        .get(key)
+        .and_then(|v| v.as_str())
+        .unwrap_or_else(|| panic!("etlgen-runtime/Cargo.toml sets package.{key}"))
+}
+
+/// The framework crate's version.
+pub fn framework_version() -> &'static str {
+    framework_field("version")
+}
+
+/// The framework crate's minimum Rust version.
+pub fn framework_rust_version() -> &'static str {
+    framework_field("rust-version")
 }
 
 /// A rendered manifest that cannot be read; a bug in etlgen's templates.

@@ -78,7 +78,7 @@ fn pipelines_the_catalog_rejects() {
     fails(
         &["acme", "--services", "validator,distribution-scheduler"],
         &[
-            "needs a mailing-list",
+            "reads contacts that no earlier step sends",
             "add contact-importer",
             "mailing_list_id",
         ],
@@ -111,13 +111,28 @@ fn invalid_region_datacenter_environment_and_schedule() {
     fails(&["acme", "--env", "local"], &["`local` is reserved"]);
     fails(&["acme", "--env", "Prod"], &["invalid environment"]);
     fails(
-        &["acme", "--schedule", "0 6 * * *"],
+        &["acme", "--source", "sftp", "--schedule", "0 6 * * *"],
         &["invalid schedule", "cron("],
     );
     fails(
-        &["acme", "--schedule", "cron(0 6 * * * *)"],
+        &[
+            "acme",
+            "--source",
+            "sftp",
+            "--schedule",
+            "cron(0 6 * * * *)",
+        ],
         &["exactly one of day-of-month and day-of-week"],
     );
+    fails(
+        &["acme", "--schedule", "rate(1 day)"],
+        &["invalid schedule", "s3 source runs when input arrives"],
+    );
+    fails(
+        &["acme", "--source", "sftp", "--event-driven"],
+        &["sftp source polls on a schedule", "--schedule"],
+    );
+    fails(&["prod-x"], &["invalid client", "prod"]);
     fails(&["acme", "--region", ""], &["--region is empty"]);
 }
 
@@ -125,7 +140,7 @@ fn invalid_region_datacenter_environment_and_schedule() {
 fn settings_that_are_out_of_range_or_unknown() {
     fails(
         &["acme", "--set", "validator.batch_size=0"],
-        &["steps[0].settings.batch_size", "from 1 to 10000"],
+        &["steps.validator.settings.batch_size", "from 1 to 10000"],
     );
     fails(
         &["acme", "--set", "validator.colour=red"],
@@ -163,7 +178,11 @@ fn answers_files_with_unknown_keys_or_wrong_types() {
     for (doc, needles) in [
         (
             "client = \"acme\"\ncolour = \"red\"\n",
-            &["invalid --answers file", "unknown field `colour`"][..],
+            &[
+                "invalid --answers file",
+                "at line 2, column 1",
+                "unknown field `colour`",
+            ][..],
         ),
         (
             "client = 5\n",
@@ -191,6 +210,11 @@ fn answers_files_with_unknown_keys_or_wrong_types() {
         for needle in needles {
             assert!(stderr.contains(needle), "{doc}: {needle:?} not in {stderr}");
         }
+        assert_eq!(
+            stderr.trim().lines().count(),
+            1,
+            "{doc}: one line expected: {stderr}"
+        );
         assert_eq!(scratch.entries(), ["answers.toml"], "{doc}");
     }
     fails(

@@ -41,8 +41,9 @@ fn write(doc: &str, scratch: &Scratch) -> PathBuf {
     root
 }
 
-/// The default pipeline, the widest one, and a JSON-lines validator with a
-/// FIFO response importer and an SFTP export.
+/// The default pipeline; the widest one (SFTP source, a repeated kind, every
+/// post step); and an HTTP source with a JSON-lines validator, a FIFO response
+/// importer, a scheduler on a fixed list, an SFTP export and one environment.
 fn projects() -> Vec<String> {
     vec![
         "client = \"client-x\"".to_string(),
@@ -62,8 +63,14 @@ fn projects() -> Vec<String> {
         name = "nps"
         settings = { fifo = true }
         [[steps]]
+        kind = "distribution-scheduler"
+        name = "fixed-list"
+        settings = { mailing_list_id = "CG_FIXED" }
+        [[steps]]
         kind = "exporter"
         settings = { sftp_dir = "/inbox" }
+        [[steps]]
+        kind = "notifier"
         "#
         .to_string(),
     ]
@@ -113,17 +120,30 @@ fn generated_workspaces_are_formatted_build_and_pass_their_tests() {
             ],
         );
         assert_ok(&test, "cargo test");
-        // Every step's own tests ran, and none were empty.
-        let stdout = String::from_utf8_lossy(&test.stdout);
-        let ran: usize = stdout
-            .lines()
-            .filter_map(|l| l.strip_prefix("test result: ok. "))
-            .filter_map(|l| l.split(' ').next()?.parse::<usize>().ok())
-            .sum();
+        // Every step has tests of its own, and they ran.
         let (answers, _) = render_doc(&doc);
-        assert!(
-            ran >= answers.steps.len(),
-            "only {ran} tests ran:\n{stdout}"
-        );
+        for step in &answers.steps {
+            let name = step.name.as_str();
+            let list = cargo(
+                &root,
+                &[
+                    "test", "--locked", "-p", name, "--test", "hooks", "--", "--list",
+                ],
+            );
+            assert_ok(&list, "cargo test -- --list");
+            let listed = String::from_utf8_lossy(&list.stdout);
+            let tests: Vec<&str> = listed
+                .lines()
+                .filter_map(|l| l.strip_suffix(": test"))
+                .collect();
+            assert!(!tests.is_empty(), "{name} has no tests:\n{listed}");
+            let ran = String::from_utf8_lossy(&test.stdout);
+            for t in tests {
+                assert!(
+                    ran.contains(&format!("test {t} ... ok")),
+                    "{name}: {t} did not pass"
+                );
+            }
+        }
     }
 }

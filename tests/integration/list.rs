@@ -16,7 +16,8 @@ fn text_names_every_kind_with_its_defaults_and_hooks() {
         "notifier",
         "sftp-poller (source, comes with its source)",
         "s3     The client drops a file",
-        "requires: mailing-list (or set mailing_list_id for mailing-list)",
+        "reads:    contacts from contact-importer (with mailing_list_id set: records)",
+        "reads:    records from validator",
         "hooks:    send_time, build_request",
         "maxReceiveCount",
     ] {
@@ -38,7 +39,7 @@ fn json_is_the_catalog() {
         .find(|k| k["id"] == "distribution-scheduler")
         .unwrap();
     assert_eq!(scheduler["repeatable"], true);
-    assert_eq!(scheduler["requires"][0], "mailing-list");
+    assert_eq!(scheduler["consumes"], "contacts");
     assert!(scheduler["settings"]["max_receive_count"].as_u64().unwrap() >= 1);
     assert_eq!(json["defaults"]["source"], "s3");
     assert_eq!(json["source"].as_array().unwrap().len(), 3);

@@ -157,18 +157,20 @@ fn a_repeated_kind_becomes_one_crate_per_name() {
         assert!(workspace.contains(member), "{workspace}");
     }
     let config = fs_err::read_to_string(root.join("config/default.toml")).unwrap();
-    let reminder = config.split("[steps.reminder]").nth(1).unwrap();
-    assert!(reminder.contains("send_offset_hours = 57"), "{reminder}");
-    let invite = config
-        .split("[steps.invite]")
-        .nth(1)
-        .unwrap()
-        .split("[steps.")
-        .next()
-        .unwrap();
-    assert!(
-        invite.contains("send_offset_hours = 9") && invite.contains("next_step = \"reminder\""),
-        "{invite}"
+    let table = |name: &str| {
+        let doc: toml::Table = toml::from_str(&config).unwrap();
+        doc["steps"][name].clone()
+    };
+    assert_eq!(
+        table("reminder")["send_offset_hours"].as_integer(),
+        Some(57)
+    );
+    assert_eq!(table("invite")["send_offset_hours"].as_integer(), Some(9));
+    let readers = table("contact-importer")["next_steps"].clone();
+    assert_eq!(
+        readers,
+        toml::Value::try_from(["invite", "reminder"]).unwrap(),
+        "fan-out"
     );
 }
 

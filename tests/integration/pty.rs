@@ -52,7 +52,8 @@ fn a_person_at_a_terminal_can_generate_a_repository() {
     keys(&mut p, ENTER);
     p.exp_string("Environments").unwrap();
     keys(&mut p, ENTER);
-    p.exp_string("When does the pipeline run?").unwrap();
+    p.exp_string("How often does the sftp source poll?")
+        .unwrap();
     keys(&mut p, ENTER);
     p.exp_string("Which services does the client need?")
         .unwrap();
@@ -69,6 +70,7 @@ fn a_person_at_a_terminal_can_generate_a_repository() {
     let answers = fs_err::read_to_string(root.join(".etlgen/answers.toml")).unwrap();
     assert!(answers.contains("source = \"sftp\""), "{answers}");
     assert!(answers.contains("datacenter = \"fra1\""), "{answers}");
+    assert!(answers.contains("schedule = \"rate(1 hour)\""), "{answers}");
     assert!(root.join("lambdas/sftp-poller/src/hooks.rs").is_file());
     assert!(
         root.join("lambdas/distribution-scheduler/src/main.rs")

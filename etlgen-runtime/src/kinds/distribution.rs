@@ -16,7 +16,8 @@ use crate::error::StepError;
 use crate::kinds::contacts::ContactsImported;
 use crate::kinds::{Claim, claim};
 use crate::kinds::{
-    Output, RunManifest, batch_marker_prefix, emit_all, manifest_key, read_state, write_state,
+    Output, RecordBatch, RunManifest, batch_marker_prefix, emit_all, manifest_key, read_state,
+    write_state,
 };
 use crate::qualtrics::{ApiRequest, endpoint};
 use crate::step::{InitContext, Step, StepContext};
@@ -63,6 +64,21 @@ pub struct Settings {
     /// Wait for every batch of the run (the fan-in); `false` schedules per message.
     #[serde(default = "default_true")]
     pub wait_for_all_batches: bool,
+    /// A fixed mailing list (`CG_…`). With it the scheduler needs no contact importer: it
+    /// reads the validator's record batches and schedules once the run is sealed.
+    #[serde(default)]
+    pub mailing_list_id: Option<String>,
+}
+
+/// What a scheduler reads: a contact importer's result, or, with a fixed
+/// `mailing_list_id`, the validator's record batches.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ScheduleInput {
+    /// A batch was imported into the run's list.
+    Imported(ContactsImported),
+    /// A batch of validated records (fixed-list pipelines).
+    Records(RecordBatch),
 }
 
 fn default_send_offset() -> i64 {
@@ -234,8 +250,38 @@ impl<H: Hooks> DistributionScheduler<H> {
     }
 }
 
+impl<H: Hooks + Default> DistributionScheduler<H> {
+    /// The list to distribute to, and whether the run is ready for it: every batch
+    /// imported, or, with a fixed list, the run sealed by the validator's manifest.
+    async fn list_and_readiness(
+        &self,
+        input: &Envelope<ScheduleInput>,
+        cx: &StepContext,
+    ) -> Result<(String, bool), StepError> {
+        match (&input.payload, &self.settings.mailing_list_id) {
+            (ScheduleInput::Imported(imported), fixed) => {
+                let list = fixed
+                    .clone()
+                    .unwrap_or_else(|| imported.mailing_list_id.clone());
+                let ready =
+                    !self.settings.wait_for_all_batches || Self::run_complete(input, cx).await?;
+                Ok((list, ready))
+            }
+            (ScheduleInput::Records(_), Some(fixed)) => {
+                let key = manifest_key(input.logical_date, &input.run_id);
+                let sealed = read_state::<RunManifest>(cx, &key).await?.is_some();
+                Ok((fixed.clone(), sealed || !self.settings.wait_for_all_batches))
+            }
+            (ScheduleInput::Records(_), None) => Err(StepError::permanent(
+                "records reached a distribution scheduler with no fixed mailing_list_id; set one, \
+                 or put a contact-importer before it",
+            )),
+        }
+    }
+}
+
 impl<H: Hooks + Default> Step for DistributionScheduler<H> {
-    type Input = ContactsImported;
+    type Input = ScheduleInput;
     const KIND: &'static str = KIND;
 
     fn init(cx: &InitContext<'_>) -> Result<Self, crate::Error> {
@@ -247,7 +293,7 @@ impl<H: Hooks + Default> Step for DistributionScheduler<H> {
 
     async fn process(
         &self,
-        input: &Envelope<ContactsImported>,
+        input: &Envelope<ScheduleInput>,
         cx: &StepContext,
     ) -> Result<(), StepError> {
         let result_key = zones::run_state(
@@ -258,7 +304,8 @@ impl<H: Hooks + Default> Step for DistributionScheduler<H> {
         if let Some(done) = read_state::<DistributionScheduled>(cx, &result_key).await? {
             return emit_all(input, self.hooks.choose_output(done), cx).await;
         }
-        if self.settings.wait_for_all_batches && !Self::run_complete(input, cx).await? {
+        let (list, ready) = self.list_and_readiness(input, cx).await?;
+        if !ready {
             tracing::info!("run not complete yet; a later batch will schedule the distribution");
             return Ok(());
         }
@@ -275,10 +322,9 @@ impl<H: Hooks + Default> Step for DistributionScheduler<H> {
             ));
         }
         let send_at = self.hooks.send_time(input.logical_date, &self.settings);
-        let list = &input.payload.mailing_list_id;
-        let request = self.hooks.build_request(list, send_at, &self.settings);
+        let request = self.hooks.build_request(&list, send_at, &self.settings);
         let response = cx.services().qualtrics.send(request).await?;
-        let scheduled = self.hooks.handle_response(&response, list, send_at)?;
+        let scheduled = self.hooks.handle_response(&response, &list, send_at)?;
         write_state(cx, &result_key, &scheduled).await?;
         emit_all(input, self.hooks.choose_output(scheduled), cx).await
     }
