@@ -91,12 +91,12 @@ impl ResolvedSettings {
                         return Err(invalid("expected a non-empty single-line value".into()));
                     }
                 }
-                if let (Some(n), Some((min, max))) = (value.as_integer(), param.range) {
-                    if !(min..=max).contains(&n) {
-                        return Err(invalid(format!(
-                            "expected a whole number from {min} to {max}"
-                        )));
-                    }
+                if let (Some(n), Some((min, max))) = (value.as_integer(), param.range)
+                    && !(min..=max).contains(&n)
+                {
+                    return Err(invalid(format!(
+                        "expected a whole number from {min} to {max}"
+                    )));
                 }
                 params.insert(key.clone(), value.clone());
             } else {
