@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::helpers::{Scratch, all_services_doc, render_doc};
+use crate::helpers::{Scratch, all_services_doc, render_doc, responses_http_doc};
 
 /// The target directory every generated workspace builds into.
 fn shared_target() -> PathBuf {
@@ -48,31 +48,7 @@ fn projects() -> Vec<String> {
     vec![
         "client = \"client-x\"".to_string(),
         all_services_doc("all-services", "sftp"),
-        r#"
-        client = "responses"
-        source = "http"
-        environments = ["dev"]
-        [[steps]]
-        kind = "validator"
-        settings = { format = "jsonl", primary_key = "response_id", columns = [
-            { name = "response_id", required = true },
-            { name = "score", type = "integer" },
-        ] }
-        [[steps]]
-        kind = "response-importer"
-        name = "nps"
-        settings = { fifo = true }
-        [[steps]]
-        kind = "distribution-scheduler"
-        name = "fixed-list"
-        settings = { mailing_list_id = "CG_FIXED" }
-        [[steps]]
-        kind = "exporter"
-        settings = { sftp_dir = "/inbox" }
-        [[steps]]
-        kind = "notifier"
-        "#
-        .to_string(),
+        responses_http_doc("responses"),
     ]
 }
 

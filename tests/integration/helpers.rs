@@ -86,3 +86,37 @@ pub fn all_services_doc(client: &str, source: &str) -> String {
     }
     doc
 }
+
+/// An HTTP-sourced pipeline exercising the less common settings: a JSON-lines
+/// validator with its own columns, a FIFO response importer, a scheduler on a
+/// fixed mailing list, an SFTP export, a notifier and a single environment.
+pub fn responses_http_doc(client: &str) -> String {
+    format!(
+        r#"
+        client = "{client}"
+        source = "http"
+        region = "eu-west-1"
+        datacenter = "fra1"
+        environments = ["dev"]
+        [[steps]]
+        kind = "validator"
+        settings = {{ format = "jsonl", primary_key = "response_id", columns = [
+            {{ name = "response_id", required = true }},
+            {{ name = "score", type = "integer" }},
+        ] }}
+        [[steps]]
+        kind = "response-importer"
+        name = "nps"
+        settings = {{ survey_id = "SV_abc", fifo = true, batch_size = 5 }}
+        [[steps]]
+        kind = "distribution-scheduler"
+        name = "fixed-list"
+        settings = {{ mailing_list_id = "CG_FIXED" }}
+        [[steps]]
+        kind = "exporter"
+        settings = {{ sftp_dir = "/inbox" }}
+        [[steps]]
+        kind = "notifier"
+        "#
+    )
+}

@@ -4,7 +4,7 @@
 //! The vendored framework and `Cargo.lock` are summarised, not inlined: they
 //! are tested on their own, and would drown every template diff.
 
-use crate::helpers::{all_services_doc, render_doc};
+use crate::helpers::{all_services_doc, render_doc, responses_http_doc};
 
 fn uber_snapshot(doc: &str) -> String {
     let (_, tree) = render_doc(doc);
@@ -63,27 +63,5 @@ fn all_services_from_sftp() {
 
 #[test]
 fn responses_over_http_with_overrides() {
-    assert_snapshot(
-        "responses_http",
-        r#"
-        client = "big-bank"
-        source = "http"
-        region = "eu-west-1"
-        datacenter = "fra1"
-        environments = ["dev"]
-        [[steps]]
-        kind = "validator"
-        settings = { format = "jsonl", primary_key = "response_id", columns = [
-            { name = "response_id", required = true },
-            { name = "score", type = "integer" },
-        ] }
-        [[steps]]
-        kind = "response-importer"
-        name = "nps"
-        settings = { survey_id = "SV_abc", fifo = true, batch_size = 5 }
-        [[steps]]
-        kind = "exporter"
-        settings = { sftp_dir = "/inbox" }
-        "#,
-    );
+    assert_snapshot("responses_http", &responses_http_doc("big-bank"));
 }
