@@ -123,3 +123,42 @@ fn generated_workspaces_are_formatted_build_and_pass_their_tests() {
         }
     }
 }
+
+/// The generated tests run the client's hooks, not the framework's defaults:
+/// an override in a seeded `hooks.rs` that rejects every row makes the
+/// validator's generated test fail on exactly that.
+#[test]
+fn a_client_override_in_hooks_rs_is_what_the_generated_tests_run() {
+    let scratch = Scratch::new();
+    let root = write("client = \"custom-hooks\"", &scratch);
+    fs_err::write(
+        root.join("lambdas/validator/src/hooks.rs"),
+        r#"use etlgen_runtime::kinds::Record;
+use etlgen_runtime::kinds::validator::{self, Hooks, Settings};
+
+#[derive(Debug, Default, Clone)]
+pub struct ClientHooks;
+
+impl Hooks for ClientHooks {
+    fn validate_row(&self, row: &mut Record, settings: &Settings) -> Result<(), String> {
+        validator::validate_row(row, settings)?;
+        Err("the client's rule rejects every row".into())
+    }
+}
+"#,
+    )
+    .unwrap();
+    let out = cargo(
+        &root,
+        &["test", "--locked", "-p", "validator", "--test", "hooks"],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !out.status.success(),
+        "the override changed nothing:\n{stdout}"
+    );
+    assert!(
+        stdout.contains("every valid row goes on to contact-importer"),
+        "the failure is not the override's:\n{stdout}"
+    );
+}
