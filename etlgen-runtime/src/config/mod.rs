@@ -131,6 +131,32 @@ pub enum ConfigError {
     },
 }
 
+/// The process-environment layer: `ETL__SECTION__KEY`, lowercased, `__` splitting the path.
+///
+/// Step names contain hyphens, which environment variable names cannot (Lambda allows only
+/// `[A-Za-z0-9_]`), so in `ETL__STEPS__<STEP>__<KEY>` an underscore in the step segment stands
+/// for a hyphen: `ETL__STEPS__IMPORT_CONTACTS__QUEUE_URL` sets
+/// `steps.import-contacts.queue_url`. Step names never contain underscores, so this is
+/// unambiguous.
+fn env_layer() -> Env {
+    Env::prefixed(ENV_PREFIX)
+        .split("__")
+        .map(|key| step_key(key.as_str()).into())
+}
+
+/// Rewrites `steps.<step_with_underscores>.<key>` to the hyphenated step name.
+fn step_key(key: &str) -> String {
+    match key.split_once('.') {
+        Some((section, rest)) if section.eq_ignore_ascii_case("steps") => {
+            match rest.split_once('.') {
+                Some((step, field)) => format!("{section}.{}.{field}", step.replace('_', "-")),
+                None => key.to_owned(),
+            }
+        }
+        _ => key.to_owned(),
+    }
+}
+
 impl ConfigSources {
     /// The environment names, in declaration order.
     pub fn environment_names(&self) -> Vec<String> {
@@ -152,9 +178,7 @@ impl ConfigSources {
 
     /// Loads a named environment, with `ETL__…` variable overrides.
     pub fn load_env(&self, environment: &str) -> Result<Config, ConfigError> {
-        let figment = self
-            .files(environment)?
-            .merge(Env::prefixed(ENV_PREFIX).split("__"));
+        let figment = self.files(environment)?.merge(env_layer());
         Config::from_figment(environment, figment)
     }
 
@@ -486,6 +510,33 @@ mod tests {
             assert_eq!(config.environment, "prod");
             assert_eq!(config.runtime.batch_concurrency, 3);
             assert_eq!(config.qualtrics.unwrap().datacenter, "iad1");
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[allow(
+        clippy::result_large_err,
+        reason = "figment::Jail's closure type is fixed"
+    )]
+    fn a_variable_addresses_a_hyphenated_step_with_underscores() {
+        assert_eq!(
+            step_key("steps.import_contacts.queue_url"),
+            "steps.import-contacts.queue_url"
+        );
+        assert_eq!(
+            step_key("runtime.batch_concurrency"),
+            "runtime.batch_concurrency"
+        );
+        figment::Jail::expect_with(|jail| {
+            jail.set_env(
+                "ETL__STEPS__IMPORT_CONTACTS__QUEUE_URL",
+                "https://sqs.test/ic",
+            );
+            jail.set_env("ETL_ENV", "dev");
+            let config = SOURCES.load().map_err(|e| e.to_string())?;
+            let step = config.step("import-contacts");
+            assert_eq!(step.queue_url.as_deref(), Some("https://sqs.test/ic"));
             Ok(())
         });
     }
