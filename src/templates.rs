@@ -301,5 +301,9 @@ mod tests {
         assert_eq!(t.owner("lambdas/invite/src/main.rs"), Owner::Owned);
         assert_eq!(t.owner("Cargo.toml"), Owner::Merged);
         assert_eq!(t.owner("README.md"), Owner::Merged);
+        assert_eq!(t.owner("xtask/src/main.rs"), Owner::Owned);
+        assert_eq!(t.owner(".github/workflows/ci.yml"), Owner::Merged);
+        assert_eq!(t.owner("RUNBOOK.md"), Owner::Merged);
+        assert_eq!(t.owner("docs/pipeline.md"), Owner::Merged);
     }
 }

@@ -94,13 +94,18 @@ pub fn framework_rust_version() -> &'static str {
 #[error("cannot compose Cargo.lock: {0}")]
 pub struct LockError(String);
 
+/// Workspace members every generated repository has, with manifests that do
+/// not depend on the answers: their directory and package name.
+const FIXED_MEMBERS: &[(&str, &str)] = &[(FRAMEWORK_DIR, "etlgen-runtime"), ("xtask", "xtask")];
+
 /// Composes the lock for the workspace whose files are `tree`.
 ///
-/// The framework's own entry comes from the base lock (its direct registry
-/// dependencies may exist in several versions, which only Cargo resolves);
-/// every other member's entry lists its direct dependencies by name. A base
-/// lock that lacks something yields a lock Cargo completes on its next run,
-/// which is how `scripts/refresh-lockfile` bootstraps a new base.
+/// The entries of the fixed members (the framework and `xtask`) come from the
+/// base lock, since their direct registry dependencies may exist in several
+/// versions, which only Cargo resolves; every other member's entry lists its
+/// direct dependencies by name. A base lock that lacks something yields a lock
+/// Cargo completes on its next run, which is how `scripts/refresh-lockfile`
+/// bootstraps a new base.
 pub fn compose(tree: &BTreeMap<String, Vec<u8>>) -> Result<String, LockError> {
     let manifest = |path: &str| -> Result<toml::Table, LockError> {
         let bytes = tree
@@ -121,11 +126,16 @@ pub fn compose(tree: &BTreeMap<String, Vec<u8>>) -> Result<String, LockError> {
         let dir = member
             .as_str()
             .ok_or_else(|| LockError("a member is not a string".into()))?;
-        let base_entry = base_blocks()
+        let fixed = FIXED_MEMBERS
             .iter()
-            .find(|b| !b.has_source && b.name == "etlgen-runtime");
-        if let (FRAMEWORK_DIR, Some(framework)) = (dir, base_entry) {
-            blocks.push((framework.name.clone(), framework.text.clone()));
+            .find(|(path, _)| *path == dir)
+            .and_then(|(_, name)| {
+                base_blocks()
+                    .iter()
+                    .find(|b| !b.has_source && b.name == *name)
+            });
+        if let Some(block) = fixed {
+            blocks.push((block.name.clone(), block.text.clone()));
             continue;
         }
         let doc = manifest(&format!("{dir}/Cargo.toml"))?;

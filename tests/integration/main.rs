@@ -2,6 +2,7 @@
 //! style of cargo-generate's and ripgrep's suites.
 
 mod bad_input;
+mod delivery;
 mod generated_build;
 mod helpers;
 mod list;
