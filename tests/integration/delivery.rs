@@ -302,6 +302,30 @@ fn ci_checks_every_environment_and_release_uploads_what_terraform_deploys() {
     }
 }
 
+/// The generated CI's clippy step, exactly as ci.yml runs it, passes on the
+/// widest pipeline: a new repository's first CI run is green.
+/// (generated_build.rs runs its fmt and test steps.)
+#[test]
+fn the_generated_ci_clippy_step_passes() {
+    let scratch = Scratch::new();
+    let (_, root) = write(&all_services_doc("all-services", "sftp"), &scratch);
+    let ci = text(&root.join(WORKFLOWS[0]));
+    let clippy = run_scripts(&ci)
+        .into_iter()
+        .map(|(_, s)| s.trim().to_string())
+        .find(|s| s.starts_with("cargo clippy "))
+        .expect("ci.yml runs cargo clippy");
+    let args: Vec<&str> = clippy.split_whitespace().skip(1).collect();
+    let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .current_dir(&root)
+        .args(&args)
+        .env("CARGO_TARGET_DIR", shared_target())
+        .env("RUSTFLAGS", "-Dwarnings")
+        .output()
+        .expect("cargo runs");
+    assert_ok(&out, &clippy);
+}
+
 // ---------------------------------------------------------------- packaging
 
 /// The target directory generated workspaces build into (as in
