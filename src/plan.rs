@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::answers::{ANSWERS_PATH, Answers, Step, StepName};
+use crate::answers::{ANSWERS_PATH, Answers, EnvName, Step, StepName};
 use crate::catalog::Catalog;
 use crate::lockfile;
 use crate::templates::{self, Each, FRAMEWORK, FRAMEWORK_DIR, Owner, TEMPLATE_SUFFIX, Templates};
@@ -76,7 +76,33 @@ struct RepoContext<'a> {
     uses_sftp: bool,
     /// Config keys that still hold a REPLACE_ME placeholder.
     placeholders: Vec<String>,
+    /// The emulator environment every repository has besides `environments`
+    /// (`config/local.toml`, `infra/envs/local`).
+    local_env: &'static str,
+    /// The Terraform infrastructure (`infra/`).
+    terraform: TerraformContext<'a>,
 }
+
+/// What the Terraform templates need beyond the steps themselves.
+#[derive(Debug, Serialize)]
+struct TerraformContext<'a> {
+    /// The Terraform versions every root module accepts: at least 1.10, for
+    /// the S3 backend's native locking (`use_lockfile`).
+    required_version: &'static str,
+    /// The `hashicorp/aws` provider version every environment pins.
+    aws_provider_version: &'static str,
+    /// The step that reads the landing zone (the validator), if any.
+    input_step: Option<&'a str>,
+    /// The step the schedule starts (the SFTP poller), if any.
+    scheduled_step: Option<&'a str>,
+}
+
+/// The Terraform versions generated root modules accept.
+pub const TERRAFORM_REQUIRED_VERSION: &str = ">= 1.10.0, < 2.0.0";
+
+/// The `hashicorp/aws` provider version generated environments pin; the
+/// tests run `terraform validate` and `apply` with exactly this version.
+pub const AWS_PROVIDER_VERSION: &str = "5.100.0";
 
 /// What templates see about one step.
 #[derive(Debug, Clone, Serialize)]
@@ -91,8 +117,18 @@ struct StepContext<'a> {
     type_name: &'a str,
     /// etlgen-runtime features the crate enables.
     features: Vec<&'a str>,
-    #[serde(skip)]
+    /// Whether the step calls the Qualtrics API (and reads its secret).
     calls_qualtrics: bool,
+    /// Whether the step talks to the client's SFTP server (and reads its secret).
+    uses_sftp: bool,
+    /// The message type the step reads (`input`, `schedule`, `records`, …).
+    consumes: &'a str,
+    /// Whether the step reads the landing zone (the input) rather than a queue
+    /// fed by another step.
+    reads_input: bool,
+    /// The step's segment in `ETL__STEPS__<KEY>__…` variables: the name in
+    /// upper case, hyphens as underscores (the framework maps them back).
+    env_key: String,
     stage: String,
     description: &'a str,
     hooks: &'a [String],
@@ -282,7 +318,18 @@ fn repo_context<'a>(answers: &'a Answers, catalog: &'a Catalog) -> RepoContext<'
     if uses_sftp {
         placeholders.extend(SFTP_PLACEHOLDERS.iter().map(|k| format!("sftp.{k}")));
     }
+    let terraform = TerraformContext {
+        required_version: TERRAFORM_REQUIRED_VERSION,
+        aws_provider_version: AWS_PROVIDER_VERSION,
+        input_step: steps.iter().find(|s| s.reads_input).map(|s| s.name),
+        scheduled_step: steps
+            .iter()
+            .find(|s| s.consumes == Catalog::SCHEDULE)
+            .map(|s| s.name),
+    };
     RepoContext {
+        local_env: EnvName::LOCAL,
+        terraform,
         uses_qualtrics: steps.iter().any(|s| s.calls_qualtrics),
         uses_sftp,
         placeholders,
@@ -337,9 +384,14 @@ fn step_context<'a>(step: &'a Step, answers: &'a Answers, catalog: &'a Catalog) 
         let consumer_kind = catalog.kind(&consumer.kind).expect("resolved");
         crate::answers::consumes(consumer, consumer_kind) == Catalog::INPUT
     };
+    let consumes = crate::answers::consumes(step, kind);
     StepContext {
         module,
         type_name,
+        uses_sftp: features.contains(&"sftp"),
+        reads_input: consumes == Catalog::INPUT,
+        consumes,
+        env_key: step.name.as_str().replace('-', "_").to_uppercase(),
         features,
         calls_qualtrics: kind.calls_qualtrics,
         config,

@@ -4,77 +4,21 @@
 //! other, and the pipeline diagram and runbook describe the pipeline the
 //! answers wire.
 //!
-//! External tools (check-jsonschema, shellcheck) are installed by
-//! `scripts/test`; under `CI=true` a missing one fails the test, elsewhere
-//! the test says loudly that it skipped.
+//! External tools (check-jsonschema, checkov, shellcheck) are installed by
+//! `scripts/test` (see tools.rs).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
-use etlgen::answers::Answers;
 use sha2::{Digest, Sha256};
 
-use crate::helpers::{Scratch, all_services_doc, render_doc, responses_http_doc};
-
-/// The default pipeline, the widest one (SFTP source), and an HTTP source with
-/// a FIFO step: the three shapes the templates branch on.
-fn projects() -> Vec<String> {
-    vec![
-        "client = \"client-x\"".to_string(),
-        all_services_doc("all-services", "sftp"),
-        responses_http_doc("responses"),
-    ]
-}
-
-fn write(doc: &str, scratch: &Scratch) -> (Answers, PathBuf) {
-    let (answers, tree) = render_doc(doc);
-    let root = scratch.join(answers.client.as_str());
-    etlgen::write::write_tree(&root, &tree).unwrap();
-    (answers, root)
-}
+use crate::helpers::{Scratch, all_services_doc, projects, render_doc, write_project};
+use crate::tools::{Workspace, assert_ok, tool};
 
 fn text(path: &Path) -> String {
     fs_err::read_to_string(path).unwrap()
-}
-
-/// An external tool: `$ENV_VAR` if set, else `name` in the virtualenv
-/// `scripts/test` makes (`$ETLGEN_VENV`, else `.venv` at the repository
-/// root), else on PATH. None (after a loud message) when it is missing
-/// outside CI; a panic when it is missing under `CI=true`.
-fn tool(name: &str, env_var: &str) -> Option<PathBuf> {
-    let venv = std::env::var_os("ETLGEN_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv"));
-    let found = std::env::var_os(env_var)
-        .map(PathBuf::from)
-        .or_else(|| Some(venv.join("bin").join(name)).filter(|p| p.is_file()))
-        .or_else(|| {
-            std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
-                .map(|dir| dir.join(name))
-                .find(|p| p.is_file())
-        });
-    if found.is_none() {
-        let msg = format!(
-            "{name} is not installed (scripts/test installs it; or set {env_var}): \
-             the check that needs it did not run"
-        );
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "{msg}");
-        // Straight to the process's stderr: libtest swallows eprintln! of a
-        // passing test, and a skip must be seen.
-        let _ = writeln!(std::io::stderr(), "\n*** SKIPPED: {msg} ***\n");
-    }
-    found
-}
-
-fn assert_ok(out: &Output, what: &str) {
-    assert!(
-        out.status.success(),
-        "{what} failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 // ---------------------------------------------------------------- workflows
@@ -83,12 +27,10 @@ const WORKFLOWS: [&str; 2] = [".github/workflows/ci.yml", ".github/workflows/rel
 
 #[test]
 fn workflows_validate_against_githubs_workflow_schema() {
-    let Some(check) = tool("check-jsonschema", "CHECK_JSONSCHEMA") else {
-        return;
-    };
+    let check = tool("check-jsonschema");
     for doc in projects() {
         let scratch = Scratch::new();
-        let (_, root) = write(&doc, &scratch);
+        let (_, root) = write_project(&doc, &scratch);
         let out = Command::new(&check)
             .args(["--builtin-schema", "vendor.github-workflows"])
             .args(WORKFLOWS.map(|w| root.join(w)))
@@ -104,11 +46,9 @@ fn workflows_validate_against_githubs_workflow_schema() {
 /// The schema check can fail: a workflow without `jobs` is refused.
 #[test]
 fn the_schema_check_refuses_a_broken_workflow() {
-    let Some(check) = tool("check-jsonschema", "CHECK_JSONSCHEMA") else {
-        return;
-    };
+    let check = tool("check-jsonschema");
     let scratch = Scratch::new();
-    let (_, root) = write("client = \"client-x\"", &scratch);
+    let (_, root) = write_project("client = \"client-x\"", &scratch);
     let ci = root.join(WORKFLOWS[0]);
     let broken = text(&ci).replace("\njobs:\n", "\njobz:\n");
     fs_err::write(&ci, broken).unwrap();
@@ -124,12 +64,10 @@ fn the_schema_check_refuses_a_broken_workflow() {
 /// push) find nothing to fail.
 #[test]
 fn workflows_pass_checkov() {
-    let Some(checkov) = tool("checkov", "CHECKOV") else {
-        return;
-    };
+    let checkov = tool("checkov");
     for doc in projects() {
         let scratch = Scratch::new();
-        let (_, root) = write(&doc, &scratch);
+        let (_, root) = write_project(&doc, &scratch);
         let out = Command::new(&checkov)
             .arg("--directory")
             .arg(&root)
@@ -190,12 +128,10 @@ fn run_scripts(workflow: &str) -> Vec<(usize, String)> {
 
 #[test]
 fn workflow_scripts_pass_shellcheck() {
-    let Some(shellcheck) = tool("shellcheck", "SHELLCHECK") else {
-        return;
-    };
+    let shellcheck = tool("shellcheck");
     for doc in projects() {
         let scratch = Scratch::new();
-        let (_, root) = write(&doc, &scratch);
+        let (_, root) = write_project(&doc, &scratch);
         for workflow in WORKFLOWS {
             let scripts = run_scripts(&text(&root.join(workflow)));
             assert!(scripts.len() >= 3, "{workflow}: no run scripts found");
@@ -221,12 +157,10 @@ fn workflow_scripts_pass_shellcheck() {
 
 #[test]
 fn the_runbooks_commands_pass_shellcheck() {
-    let Some(shellcheck) = tool("shellcheck", "SHELLCHECK") else {
-        return;
-    };
+    let shellcheck = tool("shellcheck");
     for doc in projects() {
         let scratch = Scratch::new();
-        let (_, root) = write(&doc, &scratch);
+        let (_, root) = write_project(&doc, &scratch);
         let runbook = text(&root.join("RUNBOOK.md"));
         let blocks = fenced_blocks(&runbook, "sh");
         assert!(blocks.len() >= 8, "the runbook has too few commands");
@@ -270,7 +204,7 @@ fn fenced_blocks(markdown: &str, lang: &str) -> Vec<String> {
 fn ci_checks_every_environment_and_release_uploads_what_terraform_deploys() {
     for doc in projects() {
         let scratch = Scratch::new();
-        let (answers, root) = write(&doc, &scratch);
+        let (answers, root) = write_project(&doc, &scratch);
         let ci = text(&root.join(WORKFLOWS[0]));
         let matrix = ci
             .lines()
@@ -317,7 +251,7 @@ fn ci_checks_every_environment_and_release_uploads_what_terraform_deploys() {
 #[test]
 fn the_generated_ci_clippy_step_passes() {
     let scratch = Scratch::new();
-    let (_, root) = write(&all_services_doc("all-services", "sftp"), &scratch);
+    let (_, root) = write_project(&all_services_doc("all-services", "sftp"), &scratch);
     let ci = text(&root.join(WORKFLOWS[0]));
     let clippy = run_scripts(&ci)
         .into_iter()
@@ -325,39 +259,15 @@ fn the_generated_ci_clippy_step_passes() {
         .find(|s| s.starts_with("cargo clippy "))
         .expect("ci.yml runs cargo clippy");
     let args: Vec<&str> = clippy.split_whitespace().skip(1).collect();
-    let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .current_dir(&root)
-        .args(&args)
-        .env("CARGO_TARGET_DIR", shared_target())
-        .env("RUSTFLAGS", "-Dwarnings")
-        .output()
-        .expect("cargo runs");
+    let out = Workspace::take_turn(&root).cargo(&args);
     assert_ok(&out, &clippy);
 }
 
 // ---------------------------------------------------------------- packaging
 
-/// The target directory generated workspaces build into (as in
-/// generated_build.rs, so xtask and the framework compile once per run).
-fn shared_target() -> PathBuf {
-    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("generated-target")
-}
-
-/// `cargo xtask …` in a generated workspace. The release profile's LTO and
-/// single codegen unit are turned off through Cargo's environment overrides:
-/// they make the build minutes slower and change nothing the test checks.
-fn xtask(root: &Path, args: &[&str]) -> Output {
-    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .current_dir(root)
-        .arg("xtask")
-        .args(args)
-        .env("CARGO_TARGET_DIR", shared_target())
-        .env("RUSTFLAGS", "-Dwarnings")
-        .env("CARGO_PROFILE_RELEASE_LTO", "false")
-        .env("CARGO_PROFILE_RELEASE_CODEGEN_UNITS", "16")
-        .env("CARGO_PROFILE_RELEASE_OPT_LEVEL", "0")
-        .output()
-        .expect("cargo runs")
+/// `cargo xtask …` in a generated workspace whose turn it is.
+fn xtask(ws: &Workspace, args: &[&str]) -> Output {
+    ws.cargo(&[&["xtask"], args].concat())
 }
 
 fn git(root: &Path, args: &[&str]) -> String {
@@ -377,14 +287,15 @@ fn git(root: &Path, args: &[&str]) -> String {
 #[test]
 fn xtask_package_writes_zips_checksums_and_a_manifest_that_agree() {
     let scratch = Scratch::new();
-    let (answers, root) = write("client = \"client-x\"", &scratch);
+    let (answers, root) = write_project("client = \"client-x\"", &scratch);
     git(&root, &["init", "-q"]);
     git(&root, &["add", "-A"]);
     git(&root, &["commit", "-q", "-m", "generated"]);
     let commit = git(&root, &["rev-parse", "HEAD"]);
+    let ws = Workspace::take_turn(&root);
 
     let out = xtask(
-        &root,
+        &ws,
         &["package", "--arch", "x86_64", "--version", "v1.2.3-test"],
     );
     assert_ok(&out, "cargo xtask package --arch x86_64");
@@ -448,7 +359,7 @@ fn xtask_package_writes_zips_checksums_and_a_manifest_that_agree() {
         .collect();
     assert_ok(
         &xtask(
-            &root,
+            &ws,
             &["package", "--arch", "x86_64", "--version", "v1.2.3-test"],
         ),
         "the second cargo xtask package",
@@ -463,7 +374,7 @@ fn xtask_package_writes_zips_checksums_and_a_manifest_that_agree() {
     );
 
     // A bad version is refused before anything is built or removed.
-    let out = xtask(&root, &["package", "--arch", "x86_64", "--version", "../x"]);
+    let out = xtask(&ws, &["package", "--arch", "x86_64", "--version", "../x"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("invalid version \"../x\""));
     assert!(dist.join("manifest.json").is_file());
@@ -471,7 +382,7 @@ fn xtask_package_writes_zips_checksums_and_a_manifest_that_agree() {
     // arm64 without cargo-lambda or the aarch64 standard library fails with
     // the fix, and leaves the last package alone.
     if !has_cargo_lambda() && !target_installed("aarch64-unknown-linux-gnu") {
-        let out = xtask(&root, &["package", "--version", "v1"]);
+        let out = xtask(&ws, &["package", "--version", "v1"]);
         assert!(
             !out.status.success(),
             "arm64 packaged without a way to build it"

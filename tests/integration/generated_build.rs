@@ -5,67 +5,24 @@
 //! workspace; all of them share one target directory, so the framework's
 //! dependencies compile once per test run.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-
-use crate::helpers::{Scratch, all_services_doc, render_doc, responses_http_doc};
-
-/// The target directory every generated workspace builds into.
-fn shared_target() -> PathBuf {
-    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("generated-target")
-}
-
-fn cargo(dir: &Path, args: &[&str]) -> std::process::Output {
-    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .current_dir(dir)
-        .args(args)
-        .env("CARGO_TARGET_DIR", shared_target())
-        .env("RUSTFLAGS", "-Dwarnings")
-        .output()
-        .expect("cargo runs")
-}
-
-fn assert_ok(out: &std::process::Output, what: &str) {
-    assert!(
-        out.status.success(),
-        "{what} failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn write(doc: &str, scratch: &Scratch) -> PathBuf {
-    let (answers, tree) = render_doc(doc);
-    let root = scratch.join(answers.client.as_str());
-    etlgen::write::write_tree(&root, &tree).unwrap();
-    root
-}
-
-/// The default pipeline; the widest one (SFTP source, a repeated kind, every
-/// post step); and an HTTP source with a JSON-lines validator, a FIFO response
-/// importer, a scheduler on a fixed list, an SFTP export and one environment.
-fn projects() -> Vec<String> {
-    vec![
-        "client = \"client-x\"".to_string(),
-        all_services_doc("all-services", "sftp"),
-        responses_http_doc("responses"),
-    ]
-}
+use crate::helpers::{Scratch, projects, write_project};
+use crate::tools::{Workspace, assert_ok};
 
 #[test]
 fn the_lock_file_is_exactly_what_cargo_writes() {
     for doc in projects() {
         let scratch = Scratch::new();
-        let root = write(&doc, &scratch);
+        let (_, root) = write_project(&doc, &scratch);
+        let ws = Workspace::take_turn(&root);
         let before = fs_err::read(root.join("Cargo.lock")).unwrap();
         // --locked fails if the lock is missing or contradicts a manifest.
         assert_ok(
-            &cargo(&root, &["metadata", "--format-version", "1", "--locked"]),
+            &ws.cargo(&["metadata", "--format-version", "1", "--locked"]),
             "cargo metadata --locked",
         );
         // Without --locked Cargo rewrites the file whenever its text differs.
         assert_ok(
-            &cargo(&root, &["metadata", "--format-version", "1"]),
+            &ws.cargo(&["metadata", "--format-version", "1"]),
             "cargo metadata",
         );
         let after = fs_err::read(root.join("Cargo.lock")).unwrap();
@@ -80,32 +37,26 @@ fn the_lock_file_is_exactly_what_cargo_writes() {
 fn generated_workspaces_are_formatted_build_and_pass_their_tests() {
     for doc in projects() {
         let scratch = Scratch::new();
-        let root = write(&doc, &scratch);
+        let (answers, root) = write_project(&doc, &scratch);
+        let ws = Workspace::take_turn(&root);
         assert_ok(
-            &cargo(&root, &["fmt", "--all", "--", "--check"]),
+            &ws.cargo(&["fmt", "--all", "--", "--check"]),
             "cargo fmt --check",
         );
-        let test = cargo(
-            &root,
-            &[
-                "test",
-                "--locked",
-                "--workspace",
-                "--exclude",
-                "etlgen-runtime",
-            ],
-        );
+        let test = ws.cargo(&[
+            "test",
+            "--locked",
+            "--workspace",
+            "--exclude",
+            "etlgen-runtime",
+        ]);
         assert_ok(&test, "cargo test");
         // Every step has tests of its own, and they ran.
-        let (answers, _) = render_doc(&doc);
         for step in &answers.steps {
             let name = step.name.as_str();
-            let list = cargo(
-                &root,
-                &[
-                    "test", "--locked", "-p", name, "--test", "hooks", "--", "--list",
-                ],
-            );
+            let list = ws.cargo(&[
+                "test", "--locked", "-p", name, "--test", "hooks", "--", "--list",
+            ]);
             assert_ok(&list, "cargo test -- --list");
             let listed = String::from_utf8_lossy(&list.stdout);
             let tests: Vec<&str> = listed
@@ -130,7 +81,7 @@ fn generated_workspaces_are_formatted_build_and_pass_their_tests() {
 #[test]
 fn a_client_override_in_hooks_rs_is_what_the_generated_tests_run() {
     let scratch = Scratch::new();
-    let root = write("client = \"custom-hooks\"", &scratch);
+    let (_, root) = write_project("client = \"custom-hooks\"", &scratch);
     fs_err::write(
         root.join("lambdas/validator/src/hooks.rs"),
         r#"use etlgen_runtime::kinds::Record;
@@ -148,10 +99,14 @@ impl Hooks for ClientHooks {
 "#,
     )
     .unwrap();
-    let out = cargo(
-        &root,
-        &["test", "--locked", "-p", "validator", "--test", "hooks"],
-    );
+    let out = Workspace::take_turn(&root).cargo(&[
+        "test",
+        "--locked",
+        "-p",
+        "validator",
+        "--test",
+        "hooks",
+    ]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         !out.status.success(),

@@ -120,3 +120,24 @@ pub fn responses_http_doc(client: &str) -> String {
         "#
     )
 }
+
+/// The three shapes the templates branch on, which the tests that run real
+/// tools on a generated repository judge: the default pipeline (S3 source);
+/// the widest one (SFTP source, a repeated kind, a schedule, every post
+/// step); and an HTTP source with a FIFO step and one environment.
+pub fn projects() -> Vec<String> {
+    vec![
+        "client = \"client-x\"".to_string(),
+        all_services_doc("all-services", "sftp"),
+        responses_http_doc("responses"),
+    ]
+}
+
+/// Renders an answers document in-process and writes the repository into
+/// the scratch directory, under the client's name.
+pub fn write_project(doc: &str, scratch: &Scratch) -> (Answers, PathBuf) {
+    let (answers, tree) = render_doc(doc);
+    let root = scratch.join(answers.client.as_str());
+    etlgen::write::write_tree(&root, &tree).expect("the repository is written");
+    (answers, root)
+}

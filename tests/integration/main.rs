@@ -10,3 +10,5 @@ mod matrix;
 mod new;
 mod pty;
 mod snapshots;
+mod terraform;
+mod tools;

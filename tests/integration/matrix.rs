@@ -59,7 +59,10 @@ fn check_workspace(answers: &Answers, tree: &etlgen::render::Tree) {
         .iter()
         .map(|m| m.as_str().unwrap())
         .collect();
-    assert_eq!(members.len(), answers.steps.len() + 1, "{members:?}");
+    // One crate per step, the vendored framework and the xtask packager.
+    assert_eq!(members.len(), answers.steps.len() + 2, "{members:?}");
+    assert!(members.contains(&"xtask"), "{members:?}");
+    assert!(members.contains(&"vendor/etlgen-runtime"), "{members:?}");
     let lock: toml::Table = toml::from_str(&text("Cargo.lock")).unwrap();
     let locked: Vec<&str> = lock["package"]
         .as_array()

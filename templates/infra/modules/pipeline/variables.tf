@@ -1,0 +1,107 @@
+variable "environment" {
+  description = "The environment (dev, prod, …, or local for the emulator). Every resource name carries it."
+  type        = string
+
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9]*(-[a-z0-9]+)*$", var.environment))
+    error_message = "An environment name is lowercase letters, digits and single hyphens, starting with a letter."
+  }
+}
+
+variable "artifacts" {
+  description = <<-EOT
+    Where the Lambda packages come from: a release in the artifacts bucket
+    (bucket, prefix, version: s3://<bucket>/<prefix>/<version>/<step>.zip),
+    or a local directory of <step>.zip files (dir: what `cargo xtask package`
+    writes to dist/).
+  EOT
+  type = object({
+    bucket  = optional(string)
+    prefix  = optional(string)
+    version = optional(string)
+    dir     = optional(string)
+  })
+
+  validation {
+    condition     = var.artifacts.dir != null || (var.artifacts.bucket != null && var.artifacts.prefix != null && var.artifacts.version != null)
+    error_message = "Give artifacts either as bucket, prefix and version (a release) or as dir (local packages)."
+  }
+}
+
+variable "architecture" {
+  description = "The Lambdas' instruction set: arm64 (what releases build) or x86_64."
+  type        = string
+  default     = "arm64"
+}
+
+variable "aws_endpoint" {
+  description = "The AWS emulator the Lambdas talk to (the local environment); null in AWS."
+  type        = string
+  default     = null
+}
+
+variable "force_destroy" {
+  description = "Let terraform destroy delete non-empty buckets and secrets at once (the local environment only)."
+  type        = bool
+  default     = false
+}
+
+variable "oncall_emails" {
+  description = "E-mail addresses subscribed to the on-call topic (each confirms its subscription)."
+  type        = list(string)
+  default     = []
+}
+
+variable "log_retention_days" {
+  description = "Retention of every log group."
+  type        = number
+  default     = 365
+}
+
+variable "oldest_message_alarm_seconds" {
+  description = "Alarm when a step's oldest queued message is older than this."
+  type        = number
+  default     = 3600
+}
+
+variable "raw_retention_days" {
+  description = "How long raw input (raw/ in the data bucket) is kept: runs can be replayed from it until then."
+  type        = number
+  default     = 730
+}
+
+variable "report_retention_days" {
+  description = "How long reports and exports (reports/, exports/) are kept."
+  type        = number
+  default     = 400
+}
+
+variable "state_retention_days" {
+  description = "How long run state and the redelivery ledger (runs/, state/) are kept; far longer than SQS keeps a message (14 days at most)."
+  type        = number
+  default     = 90
+}
+
+variable "landing_retention_days" {
+  description = "How long landed files (landing/) are kept; the validator copies each one into raw/ first."
+  type        = number
+  default     = 30
+}
+
+variable "noncurrent_version_retention_days" {
+  description = "How long overwritten or deleted object versions are kept."
+  type        = number
+  default     = 30
+}
+
+variable "api_rate_limit" {
+  description = "Steady-state requests per second the submission API accepts (an HTTP source only)."
+  type        = number
+  default     = 10
+}
+
+variable "api_burst_limit" {
+  description = "Burst of requests the submission API accepts (an HTTP source only)."
+  type        = number
+  default     = 20
+}
