@@ -19,4 +19,7 @@ pub enum Command {
     New(Box<crate::cmd::new::Args>),
     /// Show the service catalog: sources, step kinds, defaults and hook points.
     List(crate::cmd::list::Args),
+    /// Describe a pipeline for scoping: steps, hook points, AWS resources and
+    /// Qualtrics calls per run, from an answers file or a generated repository.
+    Plan(crate::cmd::plan::Args),
 }

@@ -17,5 +17,6 @@ pub mod lockfile;
 pub mod plan;
 pub mod prompt;
 pub mod render;
+pub mod scope;
 pub mod templates;
 pub mod write;

@@ -2,6 +2,7 @@
 
 pub mod list;
 pub mod new;
+pub mod plan;
 
 use std::fmt::Write as _;
 use std::io::IsTerminal;
@@ -27,6 +28,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             new::run(&args, prompter, &mut stdout)
         }
         Command::List(args) => list::run(&args, &mut stdout),
+        Command::Plan(args) => plan::run(&args, &mut stdout),
     }
 }
 
