@@ -170,13 +170,11 @@ fn resources(md: &mut String, s: &Scope) {
         let _ = writeln!(md, "|----------|-------|-------|");
         let items = r.items.iter().filter(|i| i.module == module);
         for item in items.clone().filter(|i| i.primary) {
-            let _ = writeln!(
-                md,
-                "| {} | {} | {} |",
-                item.what,
-                item.count,
-                code_list(&item.names)
-            );
+            let names = match &item.pattern {
+                Some(pattern) => format!("`{pattern}`"),
+                None => code_list(&item.names),
+            };
+            let _ = writeln!(md, "| {} | {} | {names} |", item.what, item.count);
         }
         let supporting: Vec<_> = items.filter(|i| !i.primary).collect();
         if !supporting.is_empty() {
@@ -251,6 +249,18 @@ fn qualtrics(md: &mut String, s: &Scope) {
             e.minutes_at_limit,
             e.max_instances,
             e.per_instance_budget
+        );
+    }
+    if let Some(slowest) = q
+        .endpoints
+        .iter()
+        .max_by(|a, b| a.minutes_at_limit.total_cmp(&b.minutes_at_limit))
+    {
+        let _ = writeln!(
+            md,
+            "\nThe bottleneck is `{}`: at its limit, a run of this size takes at least {:.2} \
+             minutes of Qualtrics time.",
+            slowest.budget, slowest.minutes_at_limit
         );
     }
     let _ = writeln!(

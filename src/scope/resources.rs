@@ -35,6 +35,8 @@ pub struct Resource {
     pub count: u32,
     /// Its AWS names, `<env>` for the environment; empty when unnamed.
     pub names: Vec<String>,
+    /// For per-step resources, the name with `<step>` for the step.
+    pub pattern: Option<String>,
     /// The main resources (queues, functions, buckets, …) as opposed to the
     /// settings and policies attached to them.
     pub primary: bool,
@@ -48,6 +50,66 @@ pub struct Resources {
     /// The sum of the counts: Terraform resources per environment.
     pub total_per_environment: u32,
 }
+
+/// `infra/modules/step`'s resources: primary, what, address, and the name
+/// pattern (`{prefix}` is `<client>-<env>`, `{step}` the step, `{fifo}`
+/// `.fifo` for a FIFO queue).
+const STEP_RESOURCES: &[(bool, &str, &str, &str)] = &[
+    (
+        true,
+        "SQS queue",
+        "aws_sqs_queue.queue",
+        "{prefix}-{step}{fifo}",
+    ),
+    (
+        true,
+        "SQS dead-letter queue",
+        "aws_sqs_queue.dlq",
+        "{prefix}-{step}-dlq{fifo}",
+    ),
+    (
+        true,
+        "Lambda function",
+        "aws_lambda_function.step",
+        "{prefix}-{step}",
+    ),
+    (
+        true,
+        "IAM role of a Lambda",
+        "aws_iam_role.lambda",
+        "{prefix}-{step}",
+    ),
+    (
+        false,
+        "IAM inline policy of a Lambda's role",
+        "aws_iam_role_policy.lambda",
+        "",
+    ),
+    (
+        true,
+        "CloudWatch log group",
+        "aws_cloudwatch_log_group.lambda",
+        "/aws/lambda/{prefix}-{step}",
+    ),
+    (
+        true,
+        "SQS event source mapping",
+        "aws_lambda_event_source_mapping.queue",
+        "",
+    ),
+    (
+        true,
+        "CloudWatch alarm: DLQ not empty",
+        "aws_cloudwatch_metric_alarm.dlq",
+        "{prefix}-{step}-dlq-not-empty",
+    ),
+    (
+        true,
+        "CloudWatch alarm: queue stalled",
+        "aws_cloudwatch_metric_alarm.oldest_message",
+        "{prefix}-{step}-queue-stalled",
+    ),
+];
 
 /// The S3 bucket settings every bucket has, each its own Terraform resource.
 const BUCKET_SETTINGS: &[(&str, &str)] = &[
@@ -78,6 +140,7 @@ impl Builder {
                 module: self.module,
                 count,
                 names,
+                pattern: None,
                 primary,
             });
         }
@@ -88,89 +151,33 @@ impl Builder {
 /// (`<client>-<env>`).
 pub fn resources(answers: &Answers, catalog: &Catalog, prefix: &str, uses_sftp: bool) -> Resources {
     let steps = u32::try_from(answers.steps.len()).expect("a handful of steps");
-    let each = |pattern: &str| -> Vec<String> {
-        answers
-            .steps
-            .iter()
-            .map(|s| pattern.replace("{step}", s.name.as_str()))
-            .collect()
-    };
-    let fifo = |s: &crate::answers::Step| if s.settings.step.fifo { ".fifo" } else { "" };
     let mut b = Builder {
         items: Vec::new(),
         module: Module::Step,
     };
-    let queues = answers
-        .steps
-        .iter()
-        .map(|s| format!("{prefix}-{}{}", s.name, fifo(s)));
-    b.add(
-        true,
-        "SQS queue",
-        "aws_sqs_queue.queue",
-        steps,
-        queues.collect(),
-    );
-    let dlqs = answers
-        .steps
-        .iter()
-        .map(|s| format!("{prefix}-{}-dlq{}", s.name, fifo(s)));
-    b.add(
-        true,
-        "SQS dead-letter queue",
-        "aws_sqs_queue.dlq",
-        steps,
-        dlqs.collect(),
-    );
-    let functions = each(&format!("{prefix}-{{step}}"));
-    b.add(
-        true,
-        "Lambda function",
-        "aws_lambda_function.step",
-        steps,
-        functions.clone(),
-    );
-    b.add(
-        true,
-        "IAM role of a Lambda",
-        "aws_iam_role.lambda",
-        steps,
-        functions,
-    );
-    b.add(
-        false,
-        "IAM inline policy of a Lambda's role",
-        "aws_iam_role_policy.lambda",
-        steps,
-        vec![],
-    );
-    let logs = each(&format!("/aws/lambda/{prefix}-{{step}}"));
-    b.add(
-        true,
-        "CloudWatch log group",
-        "aws_cloudwatch_log_group.lambda",
-        steps,
-        logs,
-    );
-    let esm = "aws_lambda_event_source_mapping.queue";
-    b.add(true, "SQS event source mapping", esm, steps, vec![]);
-    let dlq_alarms = each(&format!("{prefix}-{{step}}-dlq-not-empty"));
-    b.add(
-        true,
-        "CloudWatch alarm: DLQ not empty",
-        "aws_cloudwatch_metric_alarm.dlq",
-        steps,
-        dlq_alarms,
-    );
-    let stalled = each(&format!("{prefix}-{{step}}-queue-stalled"));
-    let oldest = "aws_cloudwatch_metric_alarm.oldest_message";
-    b.add(
-        true,
-        "CloudWatch alarm: queue stalled",
-        oldest,
-        steps,
-        stalled,
-    );
+    let fifo_any = answers.steps.iter().any(|s| s.settings.step.fifo);
+    for (primary, what, terraform, pattern) in STEP_RESOURCES {
+        let names: Vec<String> = answers
+            .steps
+            .iter()
+            .filter(|_| !pattern.is_empty())
+            .map(|s| {
+                let fifo = if s.settings.step.fifo { ".fifo" } else { "" };
+                pattern
+                    .replace("{prefix}", prefix)
+                    .replace("{step}", s.name.as_str())
+                    .replace("{fifo}", fifo)
+            })
+            .collect();
+        b.add(*primary, what, terraform, steps, names);
+        if let Some(last) = b.items.last_mut().filter(|_| !pattern.is_empty()) {
+            let generic = pattern
+                .replace("{prefix}", prefix)
+                .replace("{step}", "<step>")
+                .replace("{fifo}", if fifo_any { "[.fifo]" } else { "" });
+            last.pattern = Some(generic);
+        }
+    }
 
     b.module = Module::Pipeline;
     b.add(true, "KMS key", "aws_kms_key.pipeline", 1, vec![]);
@@ -211,7 +218,7 @@ pub fn resources(answers: &Answers, catalog: &Catalog, prefix: &str, uses_sftp: 
     let qualtrics_secret = "aws_secretsmanager_secret.qualtrics";
     b.add(
         true,
-        "Secrets Manager secret",
+        "Secrets Manager secret: Qualtrics API",
         qualtrics_secret,
         u32::from(qualtrics),
         secret,
@@ -220,7 +227,7 @@ pub fn resources(answers: &Answers, catalog: &Catalog, prefix: &str, uses_sftp: 
     let sftp_secret = "aws_secretsmanager_secret.sftp";
     b.add(
         true,
-        "Secrets Manager secret",
+        "Secrets Manager secret: client SFTP",
         sftp_secret,
         u32::from(uses_sftp),
         secret,

@@ -8,6 +8,7 @@ mod helpers;
 mod list;
 mod matrix;
 mod new;
+mod plan_cmd;
 mod pty;
 mod snapshots;
 mod terraform;
