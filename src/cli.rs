@@ -22,4 +22,12 @@ pub enum Command {
     /// Describe a pipeline for scoping: steps, hook points, AWS resources and
     /// Qualtrics calls per run, from an answers file or a generated repository.
     Plan(crate::cmd::plan::Args),
+    /// Add a step to a generated repository, merging it in with your edits kept.
+    Add(crate::cmd::add::Args),
+    /// Remove a step from a generated repository, with exactly its files.
+    Remove(crate::cmd::remove::Args),
+    /// Re-render a generated repository with this etlgen and 3-way merge it.
+    Update(crate::cmd::update::Args),
+    /// Fail when etlgen-owned files differ from what etlgen rendered (for CI).
+    Check(crate::cmd::check::Args),
 }

@@ -13,6 +13,7 @@ pub mod cli;
 pub mod cmd;
 pub mod git;
 pub mod interview;
+pub mod lifecycle;
 pub mod lockfile;
 pub mod plan;
 pub mod prompt;

@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use crate::answers::{ANSWERS_PATH, Answers, EnvName, Step, StepName};
 use crate::catalog::Catalog;
+use crate::lifecycle::lock::LOCK_PATH;
 use crate::lockfile;
 use crate::templates::{self, Each, FRAMEWORK, FRAMEWORK_DIR, Owner, TEMPLATE_SUFFIX, Templates};
 
@@ -53,6 +54,8 @@ pub enum Source {
     Bytes(Vec<u8>),
     /// Composed from the rendered workspace manifests (`Cargo.lock`).
     Lockfile,
+    /// The record of every other rendered file (`.etlgen/lock.toml`).
+    RenderLock,
 }
 
 /// What templates see about the repository as a whole.
@@ -235,6 +238,7 @@ impl Plan {
             Source::Bytes(answers_text.into_bytes()),
         );
         add("Cargo.lock".to_string(), Source::Lockfile);
+        add(LOCK_PATH.to_string(), Source::RenderLock);
         files.sort_by(|a, b| a.path.cmp(&b.path));
         Ok(Plan { answers, files })
     }

@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::lifecycle::lock::LockFile;
 use crate::lockfile;
 use crate::plan::{Plan, Source};
 use crate::templates::Templates;
@@ -40,6 +41,7 @@ pub fn render(plan: &Plan) -> Result<Tree, RenderError> {
 pub fn render_with(plan: &Plan, templates: &Templates) -> Result<Tree, RenderError> {
     let mut tree = Tree::new();
     let mut lockfiles = Vec::new();
+    let mut render_lock = None;
     for file in &plan.files {
         let bytes = match &file.source {
             Source::Render { template, context } => templates
@@ -57,12 +59,21 @@ pub fn render_with(plan: &Plan, templates: &Templates) -> Result<Tree, RenderErr
                 lockfiles.push(file.path.clone());
                 continue;
             }
+            Source::RenderLock => {
+                render_lock = Some(file.path.clone());
+                continue;
+            }
         };
         tree.insert(file.path.clone(), bytes);
     }
     for path in lockfiles {
         let lock = lockfile::compose(&tree)?;
         tree.insert(path, lock.into_bytes());
+    }
+    // Last, since it records the hash of every other file.
+    if let Some(path) = render_lock {
+        let record = LockFile::of_render(plan, &tree);
+        tree.insert(path, record.to_text().into_bytes());
     }
     Ok(tree)
 }

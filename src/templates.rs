@@ -73,7 +73,9 @@ pub struct Owners {
 }
 
 /// Who owns a generated file, and so what `update` may do to it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Owner {
     /// etlgen's: always regenerated, and an edit is drift.

@@ -1,8 +1,12 @@
 //! One module per subcommand, each with its `Args` and `run`.
 
+pub mod add;
+pub mod check;
 pub mod list;
 pub mod new;
 pub mod plan;
+pub mod remove;
+pub mod update;
 
 use std::fmt::Write as _;
 use std::io::IsTerminal;
@@ -29,6 +33,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::List(args) => list::run(&args, &mut stdout),
         Command::Plan(args) => plan::run(&args, &mut stdout),
+        Command::Add(args) => add::run(&args, &mut stdout),
+        Command::Remove(args) => remove::run(&args, &mut stdout),
+        Command::Update(args) => update::run(&args, &mut stdout),
+        Command::Check(args) => check::run(&args, &mut stdout),
     }
 }
 

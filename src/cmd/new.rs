@@ -134,7 +134,7 @@ pub fn run(
     let mut commit = None;
     write::create_new(&target, &tree, |staged| {
         if !args.no_git {
-            commit = Some(git::init_and_commit(staged, &message)?);
+            commit = Some(git::init_and_commit(staged, &message, &tree)?);
         }
         Ok(())
     })?;
@@ -276,16 +276,21 @@ fn apply_set(raw: &mut AnswersFile, set: &str, catalog: &Catalog) -> Result<()> 
             );
         }
     };
-    // A string setting takes the text as written (`subject=2024` is a
-    // subject); anything else is read as a TOML value (5, true, [".csv"]).
-    let string_param = catalog
-        .kind(&entry.kind)
-        .and_then(|k| k.param(key))
-        .is_some_and(|p| p.default.as_ref().is_none_or(|d| d.is_str()));
-    let value = match toml::from_str::<toml::Table>(&format!("v = {text}")) {
-        Ok(mut t) if !string_param => t.remove("v").unwrap_or_else(|| text.into()),
-        _ => toml::Value::String(text.to_string()),
-    };
+    let value = setting_value(catalog, &entry.kind, key, text);
     entry.settings.insert(key.to_string(), value);
     Ok(())
+}
+
+/// The value of a `--set KEY=VALUE` for a step of `kind`. A string setting
+/// takes the text as written (`subject=2024` is a subject); anything else is
+/// read as a TOML value (5, true, [".csv"]) when it parses.
+pub(crate) fn setting_value(catalog: &Catalog, kind: &str, key: &str, text: &str) -> toml::Value {
+    let string_param = catalog
+        .kind(kind)
+        .and_then(|k| k.param(key))
+        .is_some_and(|p| p.default.as_ref().is_none_or(|d| d.is_str()));
+    match toml::from_str::<toml::Table>(&format!("v = {text}")) {
+        Ok(mut t) if !string_param => t.remove("v").unwrap_or_else(|| text.into()),
+        _ => toml::Value::String(text.to_string()),
+    }
 }

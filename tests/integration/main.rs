@@ -5,6 +5,7 @@ mod bad_input;
 mod delivery;
 mod generated_build;
 mod helpers;
+mod lifecycle;
 mod list;
 mod matrix;
 mod new;

@@ -35,6 +35,8 @@ fn uber_snapshot(doc: &str) -> String {
 fn assert_snapshot(name: &str, doc: &str) {
     let mut settings = insta::Settings::clone_current();
     settings.add_filter(&regex_escape(env!("CARGO_PKG_VERSION")), "[VERSION]");
+    // .etlgen/lock.toml records every file's hash; the files themselves are shown.
+    settings.add_filter("[0-9a-f]{64}", "[SHA256]");
     settings.set_prepend_module_to_snapshot(false);
     settings.bind(|| insta::assert_snapshot!(name, uber_snapshot(doc)));
 }

@@ -11,6 +11,9 @@ use std::path::{Path, PathBuf};
 
 use crate::render::Tree;
 
+mod changes;
+pub use changes::{Applied, apply_changes};
+
 /// Why a tree could not be written.
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
@@ -161,7 +164,7 @@ pub fn write_tree(root: &Path, tree: &Tree) -> Result<(), WriteError> {
 /// Joins a rendered relative path onto `root`, refusing anything that could
 /// climb out of it. Names are validated long before this; this is the last
 /// line of defence against a template bug.
-fn safe_join(root: &Path, rel: &str) -> Result<PathBuf, WriteError> {
+pub(crate) fn safe_join(root: &Path, rel: &str) -> Result<PathBuf, WriteError> {
     let plain = !rel.is_empty()
         && !rel.starts_with('/')
         && rel
@@ -175,7 +178,7 @@ fn safe_join(root: &Path, rel: &str) -> Result<PathBuf, WriteError> {
 }
 
 #[cfg(unix)]
-fn make_executable(path: &Path) -> io::Result<()> {
+pub(crate) fn make_executable(path: &Path) -> io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     let mut perms = fs_err::metadata(path)?.permissions();
     perms.set_mode(perms.mode() | 0o111);
@@ -183,7 +186,7 @@ fn make_executable(path: &Path) -> io::Result<()> {
 }
 
 #[cfg(not(unix))]
-fn make_executable(_path: &Path) -> io::Result<()> {
+pub(crate) fn make_executable(_path: &Path) -> io::Result<()> {
     Ok(())
 }
 
