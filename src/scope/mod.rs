@@ -30,8 +30,9 @@ pub use resources::{Module, Resource, Resources};
 /// Why a scoping document could not be made.
 #[derive(Debug, thiserror::Error)]
 pub enum ScopeError {
-    /// The answers file could not be read.
-    #[error("cannot read the answers file {path}: {source}")]
+    /// The answers file could not be read. (The cause, which names the
+    /// path, follows in the error chain.)
+    #[error("cannot read the answers file")]
     Read {
         /// The file.
         path: PathBuf,

@@ -257,7 +257,11 @@ fn plan_fails(dir: &std::path::Path, args: &[&str]) -> String {
 fn bad_answers_and_a_non_etlgen_directory_are_clear_errors() {
     let scratch = Scratch::new();
     let missing = plan_fails(scratch.path(), &["--answers", "nope.toml"]);
-    assert!(missing.contains("nope.toml"), "{missing}");
+    assert!(
+        missing.contains("cannot read the answers file"),
+        "{missing}"
+    );
+    assert_eq!(missing.matches("nope.toml").count(), 1, "{missing}");
 
     fs_err::write(scratch.join("broken.toml"), "client = \"x\nsource = 3\n").unwrap();
     let broken = plan_fails(scratch.path(), &["--answers", "broken.toml"]);
