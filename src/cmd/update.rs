@@ -11,6 +11,7 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 
+use crate::git::PRISTINE_REF;
 use crate::lifecycle::repo::{Prepared, Repo};
 use crate::plan::ETLGEN_VERSION;
 use crate::templates::Templates;
@@ -115,7 +116,9 @@ pub fn finish(
             }
             writeln!(
                 out,
-                "Nothing was committed. To abandon the update: git checkout -- . && git clean -fd"
+                "Nothing was committed. To abandon the update instead: `git checkout -- .`, \
+                 delete the files listed as created, and \
+                 `git update-ref {PRISTINE_REF} {PRISTINE_REF}^` (the previous render)."
             )?;
             Ok(ExitCode::FAILURE)
         }

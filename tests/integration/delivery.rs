@@ -15,7 +15,7 @@ use std::process::{Command, Output};
 use sha2::{Digest, Sha256};
 
 use crate::helpers::{Scratch, all_services_doc, projects, render_doc, write_project};
-use crate::tools::{Workspace, assert_ok, tool};
+use crate::tools::{Workspace, assert_ok, git, tool};
 
 fn text(path: &Path) -> String {
     fs_err::read_to_string(path).unwrap()
@@ -268,20 +268,6 @@ fn the_generated_ci_clippy_step_passes() {
 /// `cargo xtask …` in a generated workspace whose turn it is.
 fn xtask(ws: &Workspace, args: &[&str]) -> Output {
     ws.cargo(&[&["xtask"], args].concat())
-}
-
-fn git(root: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .current_dir(root)
-        .args(args)
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@example.com")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@example.com")
-        .output()
-        .expect("git runs");
-    assert_ok(&out, &format!("git {args:?}"));
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
 #[test]

@@ -5,14 +5,14 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode};
+use std::process::ExitCode;
 
 use etlgen::cmd::update;
 use etlgen::git::PRISTINE_REF;
 use etlgen::templates::{TEMPLATES, Templates};
 
 use crate::helpers::{Scratch, etlgen};
-use crate::tools::{Workspace, assert_ok};
+use crate::tools::{Workspace, assert_ok, git};
 
 /// `etlgen new <client> --yes` in the scratch directory; the repository's root.
 fn generate(scratch: &Scratch, client: &str) -> PathBuf {
@@ -22,20 +22,6 @@ fn generate(scratch: &Scratch, client: &str) -> PathBuf {
         .assert()
         .success();
     scratch.join(client)
-}
-
-fn git(root: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .current_dir(root)
-        .args(args)
-        .env("GIT_AUTHOR_NAME", "Client Dev")
-        .env("GIT_AUTHOR_EMAIL", "dev@example.com")
-        .env("GIT_COMMITTER_NAME", "Client Dev")
-        .env("GIT_COMMITTER_EMAIL", "dev@example.com")
-        .output()
-        .expect("git runs");
-    assert_ok(&out, &format!("git {args:?}"));
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
 /// Commits every change in the working tree, as a user would.

@@ -117,3 +117,18 @@ impl<'a> Workspace<'a> {
             .expect("cargo runs")
     }
 }
+
+/// `git` in `root` as a user, with an identity of its own; its trimmed stdout.
+pub fn git(root: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .current_dir(root)
+        .args(args)
+        .env("GIT_AUTHOR_NAME", "Client Dev")
+        .env("GIT_AUTHOR_EMAIL", "dev@example.com")
+        .env("GIT_COMMITTER_NAME", "Client Dev")
+        .env("GIT_COMMITTER_EMAIL", "dev@example.com")
+        .output()
+        .expect("git runs");
+    assert_ok(&out, &format!("git {args:?}"));
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
