@@ -86,6 +86,17 @@ pub enum Owner {
     Seeded,
 }
 
+impl Owner {
+    /// The class's name, as the lock file and `--dry-run` write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Owner::Owned => "owned",
+            Owner::Merged => "merged",
+            Owner::Seeded => "seeded",
+        }
+    }
+}
+
 /// The parsed manifest, the compiled ownership globs and the Tera engine.
 pub struct Templates {
     /// The manifest.

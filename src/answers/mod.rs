@@ -93,6 +93,36 @@ pub struct AnswersFile {
     pub steps: Option<Vec<StepEntry>>,
 }
 
+/// An answers document that is not TOML in the answers format.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}{at}")]
+pub struct AnswersSyntaxError {
+    /// toml's one-line message (an unknown key, a wrong type, a bad value).
+    pub message: String,
+    /// Where, as " at line L, column C"; empty when toml gives no place.
+    pub at: String,
+}
+
+impl AnswersFile {
+    /// Parses an answers document (`.etlgen/answers.toml`, `--answers`).
+    /// toml's own message spans several lines; the error keeps one, with
+    /// the place.
+    pub fn parse(text: &str) -> Result<AnswersFile, AnswersSyntaxError> {
+        toml::from_str(text).map_err(|e: toml::de::Error| {
+            let at = e.span().map_or_else(String::new, |span| {
+                let before = &text[..span.start];
+                let line = before.matches('\n').count() + 1;
+                let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+                format!(" at line {line}, column {column}")
+            });
+            AnswersSyntaxError {
+                message: e.message().trim().to_string(),
+                at,
+            }
+        })
+    }
+}
+
 /// One `[[steps]]` entry of the answers file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

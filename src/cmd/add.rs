@@ -65,6 +65,13 @@ pub fn run(args: &Args, out: &mut dyn Write) -> Result<ExitCode> {
         );
     }
     let name = args.name.clone().unwrap_or_else(|| args.kind.clone());
+    let answers = repo.answers()?;
+    if answers.step(&name).is_some() {
+        bail!(
+            "a step named {name:?} exists already; give the new {} another name with --name",
+            args.kind
+        );
+    }
     raw.steps.get_or_insert_with(Vec::new).push(StepEntry {
         name: Some(name.clone()),
         kind: args.kind.clone(),

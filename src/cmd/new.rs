@@ -120,8 +120,13 @@ pub fn run(
         )?;
         for file in &plan.files {
             let size = tree.get(&file.path).map_or(0, Vec::len);
-            let owner = format!("{:?}", file.owner).to_lowercase();
-            writeln!(out, "  {owner:<7} {:>8}  {}", size, file.path)?;
+            writeln!(
+                out,
+                "  {:<7} {:>8}  {}",
+                file.owner.as_str(),
+                size,
+                file.path
+            )?;
         }
         writeln!(out, "\n{summary}\nDry run: nothing was written.")?;
         return Ok(ExitCode::SUCCESS);
@@ -193,19 +198,13 @@ fn layered_answers(args: &Args, catalog: &Catalog) -> Result<AnswersFile> {
 
 fn read_answers_file(path: &Path) -> Result<AnswersFile> {
     let text = fs_err::read_to_string(path).context("reading --answers")?;
-    toml::from_str(&text).map_err(|e| {
-        // toml's own message spans several lines; keep one, with the place.
-        let at = e.span().map_or_else(String::new, |span| {
-            let before = &text[..span.start];
-            let line = before.matches('\n').count() + 1;
-            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
-            format!(" at line {line}, column {column}")
-        });
+    AnswersFile::parse(&text).map_err(|e| {
         anyhow::anyhow!(
-            "invalid --answers file {}{at}: {}; its keys are those of .etlgen/answers.toml \
+            "invalid --answers file {}{}: {}; its keys are those of .etlgen/answers.toml \
              (see docs/answers.md)",
             path.display(),
-            e.message().trim()
+            e.at,
+            e.message
         )
     })
 }

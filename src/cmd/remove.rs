@@ -52,7 +52,10 @@ pub fn run(args: &Args, out: &mut dyn Write) -> Result<ExitCode> {
     }
     let answers = resolve(
         &raw,
-        &format!("cannot remove {}, since without it", args.name),
+        &format!(
+            "cannot remove {} (the pipeline without it is not valid)",
+            args.name
+        ),
     )?;
     let prepared = repo.prepare(&answers, Templates::builtin())?;
     let message = format!(

@@ -35,16 +35,23 @@ const DIFF_LINES: usize = 20;
 /// Compares the working tree of `repo` with its last render.
 pub fn check(repo: &Repo, templates: &Templates) -> Result<Report> {
     let mut report = Report::default();
-    let base = repo.base(templates).ok();
     let read = |path: &str| fs_err::read(repo.root.join(path)).ok();
-    for (path, file) in &repo.lock.files {
-        if file.owner != Owner::Owned || path == "Cargo.lock" {
-            continue;
-        }
-        let current = read(path);
-        if current.as_deref().map(sha256).as_deref() == Some(file.sha256.as_str()) {
-            continue;
-        }
+    let drifted: Vec<(&String, Option<Vec<u8>>)> = repo
+        .lock
+        .files
+        .iter()
+        .filter(|(path, file)| file.owner == Owner::Owned && *path != "Cargo.lock")
+        .map(|(path, file)| (path, file, read(path)))
+        .filter(|(_, file, current)| current.as_deref().map(sha256).as_ref() != Some(&file.sha256))
+        .map(|(path, _, current)| (path, current))
+        .collect();
+    // The render to diff against, made only when something drifted.
+    let base = if drifted.is_empty() {
+        None
+    } else {
+        repo.base(templates).ok()
+    };
+    for (path, current) in drifted {
         let old = base.as_ref().and_then(|b| b.get(path));
         report
             .drifted

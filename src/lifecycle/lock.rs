@@ -85,14 +85,10 @@ impl LockFile {
             quote(&self.client)
         );
         for (path, file) in &self.files {
-            let owner = match file.owner {
-                Owner::Owned => "owned",
-                Owner::Merged => "merged",
-                Owner::Seeded => "seeded",
-            };
             out.push_str(&format!(
-                "{} = {{ owner = \"{owner}\", sha256 = \"{}\" }}\n",
+                "{} = {{ owner = \"{}\", sha256 = \"{}\" }}\n",
                 quote(path),
+                file.owner.as_str(),
                 file.sha256
             ));
         }

@@ -41,10 +41,12 @@ impl Repo {
             );
         }
         let text = fs_err::read_to_string(&answers_path)?;
-        let raw: AnswersFile = toml::from_str(&text).map_err(|e| {
+        let raw = AnswersFile::parse(&text).map_err(|e| {
             anyhow!(
-                "{ANSWERS_PATH} is not valid: {}; fix it, or restore it with `git checkout -- {ANSWERS_PATH}`",
-                e.message().trim()
+                "{ANSWERS_PATH} is not valid{}: {}; fix it, or restore it with \
+                 `git checkout -- {ANSWERS_PATH}`",
+                e.at,
+                e.message
             )
         })?;
         let lock_path = root.join(LOCK_PATH);

@@ -212,9 +212,9 @@ pub fn read_answers(path: &Path) -> Result<AnswersFile, ScopeError> {
         path: path.to_path_buf(),
         source,
     })?;
-    toml::from_str(&text).map_err(|e| ScopeError::Parse {
+    AnswersFile::parse(&text).map_err(|e| ScopeError::Parse {
         path: path.to_path_buf(),
-        message: e.to_string().trim().to_string(),
+        message: e.to_string(),
     })
 }
 

@@ -123,11 +123,8 @@ fn remove_empty_parents(root: &Path, file: &Path) {
 mod tests {
     use super::*;
 
+    /// Every file and directory under `root`, with file contents.
     fn snapshot(root: &Path) -> BTreeMap<String, Vec<u8>> {
-        walkdir(root)
-    }
-
-    fn walkdir(root: &Path) -> BTreeMap<String, Vec<u8>> {
         let mut out = BTreeMap::new();
         let mut stack = vec![root.to_path_buf()];
         while let Some(dir) = stack.pop() {

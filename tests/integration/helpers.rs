@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
-use etlgen::answers::{Answers, AnswersFile};
+use etlgen::answers::{Answers, AnswersFile, StepEntry};
 use etlgen::catalog::Catalog;
 use etlgen::plan::Plan;
 use etlgen::render::{Tree, render};
@@ -140,4 +140,35 @@ pub fn write_project(doc: &str, scratch: &Scratch) -> (Answers, PathBuf) {
     let root = scratch.join(answers.client.as_str());
     etlgen::write::write_tree(&root, &tree).expect("the repository is written");
     (answers, root)
+}
+
+/// Every pipeline the catalog's selectable kinds can make, for every source:
+/// a label (`<source>-<kinds as a bit mask>`) and the raw answers, before
+/// the catalog's requirements accept or reject them.
+pub fn every_combination(client: &str) -> Vec<(String, AnswersFile)> {
+    let catalog = Catalog::builtin();
+    let kinds: Vec<&str> = catalog.selectable_kinds().map(|k| k.id.as_str()).collect();
+    let mut out = Vec::new();
+    for source in catalog.sources.iter().map(|s| s.id.as_str()) {
+        for mask in 1u32..(1 << kinds.len()) {
+            let steps = kinds
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| mask & (1 << i) != 0)
+                .map(|(_, k)| StepEntry {
+                    name: None,
+                    kind: (*k).to_string(),
+                    settings: toml::Table::new(),
+                })
+                .collect();
+            let raw = AnswersFile {
+                client: Some(client.into()),
+                source: Some(source.into()),
+                steps: Some(steps),
+                ..AnswersFile::default()
+            };
+            out.push((format!("{source}-{mask:b}"), raw));
+        }
+    }
+    out
 }

@@ -14,6 +14,16 @@ use etlgen::templates::{TEMPLATES, Templates};
 use crate::helpers::{Scratch, etlgen};
 use crate::tools::{Workspace, assert_ok, git};
 
+/// Adds a response importer named `nps`, as a client asking for NPS would.
+const ADD_NPS: &[&str] = &[
+    "add",
+    "response-importer",
+    "--name",
+    "nps",
+    "--set",
+    "survey_id=SV_1",
+];
+
 /// `etlgen new <client> --yes` in the scratch directory; the repository's root.
 fn generate(scratch: &Scratch, client: &str) -> PathBuf {
     etlgen()
@@ -126,17 +136,7 @@ fn edits_survive_an_added_step_which_is_wired_built_and_tested() {
     let edited_hooks = read(&root, hooks);
     let edited_readme = read(&root, "README.md");
 
-    let (ok, out, err) = run(
-        &root,
-        &[
-            "add",
-            "response-importer",
-            "--name",
-            "nps",
-            "--set",
-            "survey_id=SV_1",
-        ],
-    );
+    let (ok, out, err) = run(&root, ADD_NPS);
     assert!(ok, "{out}{err}");
     assert!(out.contains("created  lambdas/nps/src/hooks.rs"), "{out}");
     assert_eq!(read(&root, hooks), edited_hooks, "the hooks edit survives");
@@ -337,7 +337,10 @@ fn refusals_leave_the_repository_exactly_as_it_was() {
     let root = generate(&scratch, "acme");
     let cases: &[(&[&str], &str)] = &[
         (&["add", "surveyor"], "unknown service \"surveyor\""),
-        (&["add", "validator"], "two steps are named \"validator\""),
+        (
+            &["add", "validator"],
+            "a step named \"validator\" exists already",
+        ),
         (
             &[
                 "add",
@@ -463,17 +466,7 @@ fn an_interrupted_write_leaves_the_repository_as_it_was() {
     // fails after the earlier files (Cargo.toml, config, docs, infra) changed.
     fs_err::write(root.join("lambdas/nps"), "in the way\n").unwrap();
     let before = state(&root);
-    let (ok, out, err) = run(
-        &root,
-        &[
-            "add",
-            "response-importer",
-            "--name",
-            "nps",
-            "--set",
-            "survey_id=SV_1",
-        ],
-    );
+    let (ok, out, err) = run(&root, ADD_NPS);
     assert!(!ok, "{out}");
     assert!(err.contains("lambdas/nps"), "{err}");
     assert_eq!(state(&root), before);

@@ -1,43 +1,26 @@
 //! Every service combination the catalog allows renders, and its Cargo
 //! manifests parse and agree with each other and with the lock file.
 
-use etlgen::answers::{Answers, AnswersFile, StepEntry};
+use etlgen::answers::Answers;
 use etlgen::catalog::Catalog;
 use etlgen::plan::Plan;
 use etlgen::render::render;
 
+use crate::helpers::every_combination;
+
 #[test]
 fn every_allowed_combination_renders_consistent_manifests() {
     let catalog = Catalog::builtin();
-    let kinds: Vec<&str> = catalog.selectable_kinds().map(|k| k.id.as_str()).collect();
     let (mut rendered, mut rejected) = (0, 0);
-    for source in catalog.sources.iter().map(|s| s.id.as_str()) {
-        for mask in 1u32..(1 << kinds.len()) {
-            let steps: Vec<StepEntry> = kinds
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| mask & (1 << i) != 0)
-                .map(|(_, k)| StepEntry {
-                    name: None,
-                    kind: (*k).to_string(),
-                    settings: toml::Table::new(),
-                })
-                .collect();
-            let raw = AnswersFile {
-                client: Some("matrix".into()),
-                source: Some(source.into()),
-                steps: Some(steps),
-                ..AnswersFile::default()
-            };
-            let Ok(answers) = Answers::resolve(&raw, catalog) else {
-                rejected += 1;
-                continue;
-            };
-            let plan = Plan::new(answers.clone()).unwrap();
-            let tree = render(&plan).unwrap_or_else(|e| panic!("{source} {mask:b}: {e}"));
-            check_workspace(&answers, &tree);
-            rendered += 1;
-        }
+    for (label, raw) in every_combination("matrix") {
+        let Ok(answers) = Answers::resolve(&raw, catalog) else {
+            rejected += 1;
+            continue;
+        };
+        let plan = Plan::new(answers.clone()).unwrap();
+        let tree = render(&plan).unwrap_or_else(|e| panic!("{label}: {e}"));
+        check_workspace(&answers, &tree);
+        rendered += 1;
     }
     // 6 selectable kinds give 63 non-empty subsets per source; the catalog's
     // requirements reject some (a scheduler without contacts, for example).

@@ -23,13 +23,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use etlgen::answers::{Answers, AnswersFile, StepEntry};
+use etlgen::answers::Answers;
 use etlgen::catalog::Catalog;
 use etlgen::plan::{AWS_PROVIDER_VERSION, Plan};
 use etlgen::render::render;
 use serde_json::Value;
 
-use crate::helpers::{Scratch, all_services_doc, projects, render_doc, write_project};
+use crate::helpers::{
+    Scratch, all_services_doc, every_combination, projects, render_doc, write_project,
+};
 use crate::tools::{Workspace, assert_ok, on_path, tail, tool};
 
 // ------------------------------------------------------------- terraform
@@ -162,38 +164,18 @@ fn environments(root: &Path) -> BTreeSet<String> {
 fn terraform_is_formatted_as_rendered_for_every_allowed_combination() {
     let Some(tf) = Terraform::find() else { return };
     let scratch = Scratch::new();
-    let catalog = Catalog::builtin();
-    let kinds: Vec<&str> = catalog.selectable_kinds().map(|k| k.id.as_str()).collect();
     let mut rendered = 0;
-    for source in catalog.sources.iter().map(|s| s.id.as_str()) {
-        for mask in 1u32..(1 << kinds.len()) {
-            let steps = kinds
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| mask & (1 << i) != 0)
-                .map(|(_, k)| StepEntry {
-                    name: None,
-                    kind: (*k).to_string(),
-                    settings: toml::Table::new(),
-                })
-                .collect();
-            let raw = AnswersFile {
-                client: Some("fmt".into()),
-                source: Some(source.into()),
-                steps: Some(steps),
-                ..AnswersFile::default()
-            };
-            let Ok(answers) = Answers::resolve(&raw, catalog) else {
-                continue;
-            };
-            let tree = render(&Plan::new(answers).unwrap()).unwrap();
-            for (path, bytes) in tree.iter().filter(|(p, _)| p.starts_with("infra/")) {
-                let out = scratch.join(&format!("{source}-{mask}/{path}"));
-                fs_err::create_dir_all(out.parent().unwrap()).unwrap();
-                fs_err::write(out, bytes).unwrap();
-            }
-            rendered += 1;
+    for (label, raw) in every_combination("fmt") {
+        let Ok(answers) = Answers::resolve(&raw, Catalog::builtin()) else {
+            continue;
+        };
+        let tree = render(&Plan::new(answers).unwrap()).unwrap();
+        for (path, bytes) in tree.iter().filter(|(p, _)| p.starts_with("infra/")) {
+            let out = scratch.join(&format!("{label}/{path}"));
+            fs_err::create_dir_all(out.parent().unwrap()).unwrap();
+            fs_err::write(out, bytes).unwrap();
         }
+        rendered += 1;
     }
     assert!(rendered > 60, "rendered {rendered}");
     let out = tf.run(
