@@ -25,6 +25,8 @@ pub mod envelope;
 pub mod error;
 pub mod kinds;
 pub mod lambda;
+#[cfg(feature = "local")]
+pub mod local;
 pub mod ports;
 pub mod qualtrics;
 pub mod runner;

@@ -61,6 +61,8 @@ struct Route {
 
 /// A scripted Qualtrics API. Routes match a method and a path pattern in which a `*`
 /// segment matches any one segment. Replies are served in order; the last one repeats.
+/// The list lookups steps make before creating a run's mailing list or distribution find
+/// nothing unless a route says otherwise.
 #[derive(Default)]
 pub struct FakeQualtrics {
     routes: Mutex<Vec<Route>>,
@@ -130,6 +132,14 @@ impl FakeQualtrics {
     }
 }
 
+/// The lookups steps make before creating once-per-run things (a run's mailing list, its
+/// distribution): without a route of their own they find nothing, as on a fresh brand.
+fn is_list_lookup(request: &ApiRequest) -> bool {
+    use crate::qualtrics::endpoint::{LIST_DISTRIBUTIONS, LIST_MAILING_LISTS};
+    request.method == Method::Get
+        && [LIST_MAILING_LISTS, LIST_DISTRIBUTIONS].contains(&request.endpoint)
+}
+
 #[async_trait]
 impl QualtricsApi for FakeQualtrics {
     async fn send(&self, request: ApiRequest) -> Result<ApiResponse, StepError> {
@@ -137,14 +147,21 @@ impl QualtricsApi for FakeQualtrics {
         let mut routes = lock(&self.routes);
         let route = routes
             .iter_mut()
-            .find(|r| r.method == request.method && matches(&r.pattern, &request.path))
-            .ok_or_else(|| {
-                StepError::permanent(format!(
-                    "no fake reply for {} {}",
-                    request.method.as_str(),
-                    request.path
-                ))
-            })?;
+            .find(|r| r.method == request.method && matches(&r.pattern, &request.path));
+        if route.is_none() && is_list_lookup(&request) {
+            return Ok(ApiResponse {
+                status: 200,
+                request_id: Some("fake-request".into()),
+                body: Bytes::from_static(br#"{"result":{"elements":[],"nextPage":null}}"#),
+            });
+        }
+        let route = route.ok_or_else(|| {
+            StepError::permanent(format!(
+                "no fake reply for {} {}",
+                request.method.as_str(),
+                request.path
+            ))
+        })?;
         let reply = if route.replies.len() > 1 {
             route.replies.pop_front()
         } else {

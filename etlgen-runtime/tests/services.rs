@@ -16,7 +16,7 @@ use etlgen_runtime::testing::{
 };
 use etlgen_runtime::{Envelope, LogicalDate, RunId};
 use serde_json::json;
-use wiremock::matchers::{body_json, body_string, header, method, path};
+use wiremock::matchers::{body_json, body_string, header, method, path, query_param};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 #[derive(Debug, Default)]
@@ -245,9 +245,64 @@ async fn newer_envelopes_are_rejected_not_retried() {
 
 const INVITE: &str = "[steps.invite]\nsurvey_id='SV_1'\nlibrary_id='UR_1'\nmessage_id='MS_1'\nfrom_email='a@b.co'\nfrom_name='Acme'\nsubject='Hi'\nsend_offset_hours=-2";
 
+/// The survey's distributions, as `GET /distributions?surveyId=SV_1` lists them.
+async fn mount_distributions(server: &MockServer, elements: serde_json::Value) {
+    Mock::given(method("GET"))
+        .and(path("/API/v3/distributions"))
+        .and(query_param("surveyId", "SV_1"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(
+            json!({"result": {"elements": elements, "nextPage": null}, "meta": {"requestId": "r"}}),
+        ))
+        .mount(server)
+        .await;
+}
+
+#[tokio::test]
+async fn a_distribution_a_crashed_delivery_scheduled_is_found_not_created_again() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/API/v3/distributions"))
+        .respond_with(ResponseTemplate::new(500))
+        .expect(0)
+        .mount(&server)
+        .await;
+    // Another scheduler's distribution to the same list (another message) is not this one.
+    mount_distributions(
+        &server,
+        json!([
+            {"id": "EMD_OTHER", "recipients": {"mailingListId": "CG_1"}, "message": {"messageId": "MS_2"}, "sendDate": "2024-04-30T22:00:00Z"},
+            {"id": "EMD_LEFT", "recipients": {"mailingListId": "CG_1"}, "message": {"messageId": "MS_1"}, "sendDate": "2024-04-30T22:00:00Z"}
+        ]),
+    )
+    .await;
+    let w = world::<DistributionScheduler<Defaults>>(&server, "invite", INVITE);
+    w.objects.insert(
+        "data",
+        "runs/2024-05-01/run-1/manifest.json",
+        r#"{"batches":1,"valid":1,"rejected":0}"#,
+    );
+    w.objects.insert(
+        "data",
+        "runs/2024-05-01/run-1/batches/batch-000001.json",
+        "{}",
+    );
+    let payload = json!({"mailing_list_id": "CG_1", "import_id": "PGRS_1", "added": 1, "updated": 0, "failed": 0});
+    let message = envelope("invite", "batch-000001", payload)
+        .to_json()
+        .unwrap();
+    let response = w.runner.handle_event(sqs_event(&[&message])).await;
+    assert!(response.batch_item_failures.is_empty(), "{response:?}");
+    let result = w
+        .objects
+        .text("data", "runs/2024-05-01/run-1/invite/result.json")
+        .unwrap();
+    assert!(result.contains("EMD_LEFT"), "{result}");
+}
+
 #[tokio::test]
 async fn the_distribution_is_scheduled_with_the_documented_body_once_the_run_is_complete() {
     let server = MockServer::start().await;
+    mount_distributions(&server, json!([])).await;
     Mock::given(method("POST"))
         .and(path("/API/v3/distributions"))
         .and(body_json(json!({
@@ -314,6 +369,7 @@ async fn the_distribution_is_scheduled_with_the_documented_body_once_the_run_is_
 #[tokio::test]
 async fn a_fixed_list_is_scheduled_from_the_validators_records_once_the_run_is_sealed() {
     let server = MockServer::start().await;
+    mount_distributions(&server, json!([])).await;
     Mock::given(method("POST"))
         .and(path("/API/v3/distributions"))
         .respond_with(
@@ -343,7 +399,13 @@ async fn a_fixed_list_is_scheduled_from_the_validators_records_once_the_run_is_s
         let response = w.runner.handle_event(sqs_event(&[&last])).await;
         assert!(response.batch_item_failures.is_empty(), "{response:?}");
     }
-    let requests = server.received_requests().await.unwrap();
+    let requests: Vec<_> = server
+        .received_requests()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.method.as_str() == "POST")
+        .collect();
     assert_eq!(requests.len(), 1, "one distribution per run");
     let body: serde_json::Value = serde_json::from_slice(&requests[0].body).unwrap();
     assert_eq!(body["recipients"]["mailingListId"], "CG_FIXED");

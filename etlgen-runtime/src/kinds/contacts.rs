@@ -17,7 +17,7 @@ use crate::kinds::{Claim, claim};
 use crate::kinds::{
     Output, Record, RecordBatch, batch_marker_prefix, emit_all, poll, read_state, write_state,
 };
-use crate::qualtrics::{ApiRequest, endpoint};
+use crate::qualtrics::{ApiRequest, endpoint, find_in_pages};
 use crate::step::{InitContext, Step, StepContext};
 use crate::zones;
 
@@ -317,7 +317,14 @@ impl<H: Hooks> ContactImporter<H> {
                 "another batch is creating the run's mailing list",
             ));
         }
-        let mut body = json!({ "name": format!("{} {} {}", input.pipeline, input.logical_date, input.run_id), "prioritizeListMetadata": false });
+        let name = format!("{} {} {}", input.pipeline, input.logical_date, input.run_id);
+        // A delivery that created the list and crashed before recording it left it behind:
+        // the list's name is the run's, so find it instead of creating a second one.
+        if let Some(found) = self.find_list(&name, cx).await? {
+            write_state(cx, &state_key, &found).await?;
+            return Ok(found.mailing_list_id);
+        }
+        let mut body = json!({ "name": name, "prioritizeListMetadata": false });
         if let Some(owner) = &self.settings.owner_id {
             body["ownerId"] = json!(owner);
         }
@@ -341,6 +348,34 @@ impl<H: Hooks> ContactImporter<H> {
         )
         .await?;
         Ok(id.id)
+    }
+}
+
+impl<H> ContactImporter<H> {
+    /// The directory's list named `name`, if there is one.
+    async fn find_list(
+        &self,
+        name: &str,
+        cx: &StepContext,
+    ) -> Result<Option<ListState>, StepError> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Listed {
+            mailing_list_id: String,
+            #[serde(default)]
+            name: String,
+        }
+        let request = ApiRequest::get(
+            endpoint::LIST_MAILING_LISTS,
+            format!("directories/{}/mailinglists", self.settings.directory_id),
+        )
+        .query("pageSize", "100");
+        let found =
+            find_in_pages::<Listed, _>(&*cx.services().qualtrics, request, 100, |l| l.name == name)
+                .await?;
+        Ok(found.map(|l| ListState {
+            mailing_list_id: l.mailing_list_id,
+        }))
     }
 }
 

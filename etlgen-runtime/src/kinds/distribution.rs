@@ -19,7 +19,7 @@ use crate::kinds::{
     Output, RecordBatch, RunManifest, batch_marker_prefix, emit_all, manifest_key, read_state,
     write_state,
 };
-use crate::qualtrics::{ApiRequest, endpoint};
+use crate::qualtrics::{ApiRequest, endpoint, find_in_pages};
 use crate::step::{InitContext, Step, StepContext};
 use crate::zones;
 
@@ -250,6 +250,63 @@ impl<H: Hooks> DistributionScheduler<H> {
     }
 }
 
+impl<H> DistributionScheduler<H> {
+    /// The survey's distribution to `list` already scheduled, if there is one.
+    async fn find_distribution(
+        &self,
+        list: &str,
+        send_at: time::OffsetDateTime,
+        cx: &StepContext,
+    ) -> Result<Option<DistributionScheduled>, StepError> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Recipients {
+            #[serde(default)]
+            mailing_list_id: Option<String>,
+        }
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Message {
+            #[serde(default)]
+            message_id: Option<String>,
+        }
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Listed {
+            id: String,
+            #[serde(default)]
+            recipients: Option<Recipients>,
+            #[serde(default)]
+            message: Option<Message>,
+            #[serde(default)]
+            send_date: Option<String>,
+        }
+        let when = |text: &str| {
+            time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()
+        };
+        let request = ApiRequest::get(endpoint::LIST_DISTRIBUTIONS, "distributions")
+            .query("surveyId", self.settings.survey_id.clone())
+            .query("mailingListId", list);
+        // Another scheduler of the run (a reminder) may send to the same list: the same
+        // list, message and send time make it this step's.
+        let found = find_in_pages::<Listed, _>(&*cx.services().qualtrics, request, 100, |d| {
+            d.recipients
+                .as_ref()
+                .and_then(|r| r.mailing_list_id.as_deref())
+                == Some(list)
+                && d.message.as_ref().and_then(|m| m.message_id.as_deref())
+                    == Some(self.settings.message_id.as_str())
+                && d.send_date.as_deref().and_then(when) == Some(send_at)
+        })
+        .await?;
+        Ok(found.map(|d| DistributionScheduled {
+            distribution_id: d.id,
+            mailing_list_id: list.to_owned(),
+            send_date: qualtrics_time(send_at),
+        }))
+    }
+}
+
 impl<H: Hooks + Default> DistributionScheduler<H> {
     /// The list to distribute to, and whether the run is ready for it: every batch
     /// imported, or, with a fixed list, the run sealed by the validator's manifest.
@@ -322,6 +379,11 @@ impl<H: Hooks + Default> Step for DistributionScheduler<H> {
             ));
         }
         let send_at = self.hooks.send_time(input.logical_date, &self.settings);
+        // A delivery that scheduled it and crashed before recording it left it behind.
+        if let Some(found) = self.find_distribution(&list, send_at, cx).await? {
+            write_state(cx, &result_key, &found).await?;
+            return emit_all(input, self.hooks.choose_output(found), cx).await;
+        }
         let request = self.hooks.build_request(&list, send_at, &self.settings);
         let response = cx.services().qualtrics.send(request).await?;
         let scheduled = self.hooks.handle_response(&response, &list, send_at)?;

@@ -24,8 +24,12 @@ pub mod endpoint {
     pub const IMPORT_TRANSACTION_CONTACTS: &str = "import_transaction_contacts";
     /// `GET …/transactioncontacts/{importId}`.
     pub const TRANSACTION_CONTACTS_STATUS: &str = "transaction_contacts_status";
+    /// `GET /directories/{id}/mailinglists`.
+    pub const LIST_MAILING_LISTS: &str = "list_mailing_lists";
     /// `POST /distributions`.
     pub const CREATE_DISTRIBUTION: &str = "create_distribution";
+    /// `GET /distributions?surveyId=…`.
+    pub const LIST_DISTRIBUTIONS: &str = "list_distributions";
     /// `POST /surveys/{id}/import-responses`.
     pub const IMPORT_RESPONSES: &str = "import_responses";
     /// `GET /surveys/{id}/import-responses/{progressId}`.
@@ -269,4 +273,63 @@ mod tests {
         assert_eq!(default_budget(endpoint::CREATE_DISTRIBUTION), 3000);
         assert_eq!(default_budget("anything"), 500);
     }
+}
+
+/// One page of a list endpoint: `result.elements`, and `result.nextPage`, the full URL of
+/// the next page (with its `skipToken`), or null on the last page.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Page<T> {
+    /// The page's elements.
+    #[serde(default = "Vec::new")]
+    pub elements: Vec<T>,
+    /// The next page's URL.
+    #[serde(default)]
+    pub next_page: Option<String>,
+}
+
+impl<T> Page<T> {
+    /// The `skipToken` of the next page, if there is one.
+    pub fn skip_token(&self) -> Option<String> {
+        let url = self.next_page.as_deref()?;
+        let query = url.split_once('?')?.1;
+        query.split('&').find_map(|pair| {
+            let (name, value) = pair.split_once('=')?;
+            (name == "skipToken").then(|| {
+                percent_encoding::percent_decode_str(value)
+                    .decode_utf8_lossy()
+                    .into_owned()
+            })
+        })
+    }
+}
+
+/// Walks a list endpoint page by page until `found` picks an element, at most `max_pages`
+/// pages. The first call is `request`; later ones add the previous page's `skipToken`.
+pub async fn find_in_pages<T, F>(
+    api: &dyn crate::ports::QualtricsApi,
+    request: ApiRequest,
+    max_pages: usize,
+    mut found: F,
+) -> Result<Option<T>, StepError>
+where
+    T: DeserializeOwned,
+    F: FnMut(&T) -> bool,
+{
+    let mut next = Some(request.clone());
+    let mut pages = 0;
+    while let Some(request) = next.take() {
+        let page: Page<T> = api.send(request.clone()).await?.result()?;
+        let token = page.skip_token();
+        if let Some(hit) = page.elements.into_iter().find(|e| found(e)) {
+            return Ok(Some(hit));
+        }
+        pages += 1;
+        if let (Some(token), true) = (token, pages < max_pages) {
+            let mut again = request;
+            again.query.retain(|(name, _)| name != "skipToken");
+            next = Some(again.query("skipToken", token));
+        }
+    }
+    Ok(None)
 }

@@ -1,6 +1,6 @@
 //! S3 event notifications, as the validator receives them through SQS.
 
-use aws_lambda_events::s3::S3Event;
+use serde::Deserialize;
 
 use crate::envelope::LogicalDate;
 use crate::error::StepError;
@@ -18,13 +18,26 @@ pub struct ObjectEvent {
     pub event_date: Option<LogicalDate>,
 }
 
+/// Whether `body` is the test event S3 sends to a queue when its notifications are
+/// configured (`{"Event":"s3:TestEvent",…}`): not a file, and nothing to do.
+pub fn is_test_event(body: &str) -> bool {
+    #[derive(Deserialize)]
+    struct Probe {
+        #[serde(rename = "Event")]
+        event: Option<String>,
+    }
+    body.contains("s3:TestEvent")
+        && serde_json::from_str::<Probe>(body)
+            .is_ok_and(|p| p.event.as_deref() == Some("s3:TestEvent"))
+}
+
 /// Parses an S3 event notification. `None` when the body is not one (so another parser can
 /// try); an error when it is one but cannot be used (no records, several records).
 pub fn parse_event(body: &str) -> Option<Result<ObjectEvent, StepError>> {
     if !body.contains("\"Records\"") || !body.contains("\"s3\"") {
         return None;
     }
-    let event: S3Event = match serde_json::from_str(body) {
+    let event: Notification = match serde_json::from_str(body) {
         Ok(event) => event,
         Err(e) => return Some(Err(StepError::permanent(format!("invalid S3 event: {e}")))),
     };
@@ -43,18 +56,57 @@ pub fn parse_event(body: &str) -> Option<Result<ObjectEvent, StepError>> {
     let Some(bucket) = record.s3.bucket.name.clone() else {
         return Some(Err(StepError::permanent("S3 event without a bucket name")));
     };
-    let event_date = LogicalDate::from_ymd(
-        chrono::Datelike::year(&record.event_time),
-        chrono::Datelike::month(&record.event_time) as u8,
-        chrono::Datelike::day(&record.event_time) as u8,
-    )
-    .ok();
+    let event_date = record
+        .event_time
+        .as_deref()
+        .and_then(|t| t.get(..10))
+        .and_then(|day| day.parse().ok());
     Some(Ok(ObjectEvent {
         bucket,
         key,
         etag: object.e_tag.clone(),
         event_date,
     }))
+}
+
+/// The fields of an S3 notification the validator reads. Deliberately not
+/// `aws_lambda_events::s3::S3Event`, which requires every field AWS documents: emulators
+/// (moto) leave some out, and nothing here needs them.
+#[derive(Deserialize)]
+struct Notification {
+    #[serde(rename = "Records")]
+    records: Vec<NotificationRecord>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct NotificationRecord {
+    #[serde(default)]
+    event_time: Option<String>,
+    s3: NotificationEntity,
+}
+
+#[derive(Deserialize)]
+struct NotificationEntity {
+    bucket: NotificationBucket,
+    object: NotificationObject,
+}
+
+#[derive(Deserialize)]
+struct NotificationBucket {
+    #[serde(default)]
+    name: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct NotificationObject {
+    #[serde(default)]
+    key: Option<String>,
+    #[serde(default)]
+    url_decoded_key: Option<String>,
+    #[serde(default, rename = "eTag")]
+    e_tag: Option<String>,
 }
 
 /// Decodes an event's object key: S3 encodes it like a form value (`+` for a space).
@@ -87,6 +139,24 @@ mod tests {
     use super::*;
 
     const EVENT: &str = include_str!("../../../tests/fixtures/s3-event.json");
+
+    #[test]
+    fn the_test_event_s3_sends_on_configuration_is_recognised() {
+        let test = r#"{"Service":"Amazon S3","Event":"s3:TestEvent","Time":"2024-05-01T00:00:00.000Z","Bucket":"acme-landing","RequestId":"R","HostId":"H"}"#;
+        assert!(is_test_event(test));
+        assert!(!is_test_event(EVENT));
+        assert!(!is_test_event(r#"{"records":[{"note":"s3:TestEvent"}]}"#));
+    }
+
+    #[test]
+    fn an_emulators_event_without_user_identity_is_parsed() {
+        let moto = r#"{"Records":[{"eventVersion":"2.1","eventSource":"aws:s3","awsRegion":"eu-west-1","eventTime":"2026-11-23T16:12:41.062Z","eventName":"ObjectCreated:Put","s3":{"s3SchemaVersion":"1.0","configurationId":"c","bucket":{"name":"acme-drop","arn":"arn:aws:s3:::acme-drop"},"object":{"key":"landing/2026-11-20/contacts.csv","size":10,"eTag":"abc","versionId":"v"}}}]}"#;
+        let event = parse_event(moto).unwrap().unwrap();
+        assert_eq!(event.bucket, "acme-drop");
+        assert_eq!(event.key, "landing/2026-11-20/contacts.csv");
+        assert_eq!(event.etag.as_deref(), Some("abc"));
+        assert_eq!(event.event_date, Some("2026-11-23".parse().unwrap()));
+    }
 
     #[test]
     fn aws_sample_event_is_parsed_and_the_key_decoded() {

@@ -263,7 +263,10 @@ async fn store_raw(
     match &input.payload {
         Source::Object { bucket, key } => {
             let raw = zones::raw(input.logical_date, &input.run_id, key);
-            objects.copy(bucket, key, cx.data_bucket(), &raw).await?;
+            // A replay reads the raw copy itself, which is already where it belongs.
+            if (bucket.as_str(), key.as_str()) != (cx.data_bucket(), raw.as_str()) {
+                objects.copy(bucket, key, cx.data_bucket(), &raw).await?;
+            }
             let format: Settings = cx
                 .config()
                 .step_settings(cx.step_name())

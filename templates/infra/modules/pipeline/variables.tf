@@ -40,6 +40,12 @@ variable "aws_endpoint" {
   default     = null
 }
 
+variable "require_tls" {
+  description = "Deny every bucket request that is not over TLS. Only the local environment turns it off: its emulator speaks plain HTTP on loopback, and enforces bucket policies."
+  type        = bool
+  default     = true
+}
+
 variable "force_destroy" {
   description = "Let terraform destroy delete non-empty buckets and secrets at once (the local environment only)."
   type        = bool

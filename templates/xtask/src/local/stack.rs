@@ -1,0 +1,541 @@
+//! `local up`, `status`, `faults` and `down`: starting and stopping the local stack, and the
+//! state file (`.local/state.json`) that says what is running.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail, ensure};
+use etlgen_runtime::local::aws_sdk_secretsmanager;
+use etlgen_runtime::local::lambda::AwsTarget;
+use etlgen_runtime::local::qualtrics::Faults;
+use serde::{Deserialize, Serialize};
+
+use crate::package::{Arch, Builder, Package};
+
+/// The folder of the local stack, at the workspace root.
+pub fn dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask is in the workspace")
+        .join(".local")
+}
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask is in the workspace").to_owned()
+}
+
+/// The Terraform root module of the local environment.
+pub fn env_dir() -> PathBuf {
+    root().join("infra/envs/local")
+}
+
+/// What is running, written by `up` and read by every other command.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct State {
+    /// The AWS emulator.
+    pub aws_endpoint: String,
+    /// The region of the stack.
+    pub region: String,
+    /// The AWS emulator's process, when `up` started it.
+    pub moto_pid: Option<u32>,
+    /// The `serve` process.
+    pub serve_pid: Option<u32>,
+    /// `serve`'s control API (`GET /status`, `POST /shutdown`, `PUT /faults`).
+    pub control_url: String,
+    /// The Qualtrics API origin the Lambdas call.
+    pub qualtrics_url: String,
+    /// Whether `serve` runs the mock Qualtrics API, on this port.
+    pub mock_qualtrics_port: Option<u16>,
+    /// The mock's faults at start.
+    pub faults: Faults,
+    /// Each function's `bootstrap`, by function name.
+    pub bootstrap: BTreeMap<String, PathBuf>,
+    /// Variables set over every function's own.
+    pub environment: BTreeMap<String, String>,
+    /// How soon a failed message is retried, in seconds.
+    pub retry_delay_seconds: u64,
+    /// Where a run's file goes for an SFTP source (the local SFTP server's folder).
+    pub sftp_dir: Option<PathBuf>,
+    /// The event source mappings the Lambda emulator took over (disabled in the AWS
+    /// emulator), so a restarted `serve` polls them again.
+    #[serde(default)]
+    pub taken_over: BTreeSet<String>,
+}
+
+impl State {
+    /// The AWS emulator as the SDK sees it.
+    pub fn aws(&self) -> AwsTarget {
+        AwsTarget { endpoint_url: self.aws_endpoint.clone(), region: self.region.clone() }
+    }
+
+    /// Reads `.local/state.json`.
+    pub fn load() -> Result<State> {
+        let path = dir().join("state.json");
+        let text = fs::read_to_string(&path).with_context(|| {
+            format!(
+                "the local stack is not up ({} is missing): run `cargo xtask local up`",
+                path.display()
+            )
+        })?;
+        serde_json::from_str(&text).with_context(|| format!("reading {}", path.display()))
+    }
+
+    /// Writes `.local/state.json`.
+    pub fn save(&self) -> Result<()> {
+        let path = dir().join("state.json");
+        fs::write(&path, serde_json::to_vec_pretty(self)?)
+            .with_context(|| format!("writing {}", path.display()))
+    }
+}
+
+/// `cargo xtask local up`.
+#[derive(Debug, clap::Args)]
+pub struct Up {
+    /// An AWS emulator that is already running (moto, LocalStack) [default: start
+    /// `moto_server` on a free loopback port; set MOTO_SERVER to its path if it is not on
+    /// PATH].
+    #[arg(long, value_name = "URL")]
+    endpoint: Option<String>,
+    /// A Qualtrics API origin to call instead of the mock (for example a sandbox brand).
+    #[arg(long, value_name = "URL")]
+    qualtrics: Option<String>,
+    /// The token the Lambdas send to `--qualtrics` (stored in the local secret).
+    #[arg(
+        long,
+        env = "QUALTRICS_API_TOKEN",
+        default_value = "local-token",
+        hide_env_values = true
+    )]
+    qualtrics_token: String,
+    /// Faults for the mock Qualtrics API (a TOML file; see docs/local.md).
+    #[arg(long, value_name = "FILE")]
+    faults: Option<PathBuf>,
+    /// Seconds before a failed message is delivered again (AWS waits for the visibility
+    /// timeout).
+    #[arg(long, default_value_t = 2, value_name = "SECONDS")]
+    retry_delay: u64,
+    /// For an SFTP source: the folder the local SFTP server serves, where `run` puts files.
+    #[arg(long, value_name = "DIR")]
+    sftp_dir: Option<PathBuf>,
+    /// Extra variables for every Lambda, as KEY=VALUE (for example the local SFTP server's
+    /// ETL__SFTP__HOST).
+    #[arg(long = "set-env", value_name = "KEY=VALUE", value_parser = parse_pair)]
+    set_env: Vec<(String, String)>,
+    /// The JSON of the SFTP secret (`{"password": …}`).
+    #[arg(long, env = "ETL_LOCAL_SFTP_SECRET", hide_env_values = true)]
+    sftp_secret: Option<String>,
+}
+
+fn parse_pair(text: &str) -> Result<(String, String), String> {
+    let (key, value) = text.split_once('=').ok_or_else(|| format!("{text:?} is not KEY=VALUE"))?;
+    if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Err(format!("{key:?} is not a variable name (letters, digits and _)"));
+    }
+    Ok((key.to_owned(), value.to_owned()))
+}
+
+/// Reads a faults file, naming the file and the field in any error.
+pub fn read_faults(path: &Path) -> Result<Faults> {
+    let text = fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let faults: Faults = toml::from_str(&text)
+        .with_context(|| format!("{} is not a faults file", path.display()))?;
+    faults.validate().map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    Ok(faults)
+}
+
+pub async fn up(args: Up) -> Result<()> {
+    let dir = dir();
+    if let Ok(state) = State::load() {
+        if state.serve_pid.is_some_and(alive) {
+            bail!("the local stack is already up; run `cargo xtask local down` first");
+        }
+    }
+    let faults = match &args.faults {
+        Some(path) => read_faults(path)?,
+        None => Faults::default(),
+    };
+    if let Some(sftp_dir) = &args.sftp_dir {
+        ensure!(sftp_dir.is_dir(), "--sftp-dir {} is not a folder", sftp_dir.display());
+    }
+    for sub in ["logs", "functions", "dist"] {
+        fs::create_dir_all(dir.join(sub)).with_context(|| format!("creating {}", dir.display()))?;
+    }
+
+    let arch = Arch::host()?;
+    crate::package::package(&Package {
+        arch,
+        version: Some("local".to_owned()),
+        builder: Builder::Cargo,
+        out_dir: PathBuf::from(".local/dist"),
+    })?;
+
+    let mut state = State {
+        aws_endpoint: String::new(),
+        region: String::new(),
+        moto_pid: None,
+        serve_pid: None,
+        control_url: String::new(),
+        qualtrics_url: String::new(),
+        mock_qualtrics_port: None,
+        faults,
+        bootstrap: BTreeMap::new(),
+        environment: args.set_env.iter().cloned().collect(),
+        retry_delay_seconds: args.retry_delay,
+        sftp_dir: args.sftp_dir.as_ref().map(|d| d.canonicalize()).transpose()?,
+        taken_over: BTreeSet::new(),
+    };
+    let started = start_stack(&args, arch, &mut state).await;
+    state.save()?;
+    if let Err(e) = started {
+        stop_processes(&state).await;
+        return Err(e);
+    }
+    println!("The local stack is up.");
+    println!("  AWS emulator:      {}", state.aws_endpoint);
+    println!("  Qualtrics API:     {}", state.qualtrics_url);
+    println!("  Lambda emulator:   {}/status", state.control_url);
+    println!("  logs:              {}", dir.join("logs").display());
+    println!("Next: cargo xtask local run --input FILE [--logical-date YYYY-MM-DD]");
+    Ok(())
+}
+
+async fn start_stack(args: &Up, arch: Arch, state: &mut State) -> Result<()> {
+    let dir = dir();
+    state.aws_endpoint = match &args.endpoint {
+        Some(url) => url.trim_end_matches('/').to_owned(),
+        None => {
+            let port = free_port()?;
+            let pid = spawn_moto(port, &dir.join("logs/moto.log"))?;
+            state.moto_pid = Some(pid);
+            format!("http://127.0.0.1:{port}")
+        }
+    };
+    wait_for(&format!("{}/", state.aws_endpoint), "the AWS emulator").await?;
+
+    terraform(&["init", "-input=false", "-no-color"])?;
+    let dist = dir.join("dist");
+    terraform(&[
+        "apply",
+        "-input=false",
+        "-auto-approve",
+        "-no-color",
+        &format!("-var=aws_endpoint={}", state.aws_endpoint),
+        &format!("-var=dist_dir={}", dist.display()),
+        &format!("-var=architecture={}", arch.name()),
+    ])?;
+    let outputs = Outputs::load()?;
+    state.region = outputs.region.clone();
+
+    for (step, info) in &outputs.steps {
+        let bootstrap =
+            unzip_bootstrap(&dist.join(format!("{step}.zip")), &dir.join("functions").join(step))?;
+        state.bootstrap.insert(info.function_name.clone(), bootstrap);
+    }
+
+    state.qualtrics_url = match &args.qualtrics {
+        Some(url) => url.trim_end_matches('/').to_owned(),
+        None => {
+            let port = free_port()?;
+            state.mock_qualtrics_port = Some(port);
+            format!("http://127.0.0.1:{port}")
+        }
+    };
+    state
+        .environment
+        .insert("ETL__QUALTRICS__BASE_URL".to_owned(), format!("{}/API/v3/", state.qualtrics_url));
+    put_secrets(state, &outputs, &args.qualtrics_token, args.sftp_secret.as_deref()).await?;
+
+    state.control_url = format!("http://127.0.0.1:{}", free_port()?);
+    state.save()?;
+    state.serve_pid = Some(spawn_serve(&dir.join("logs/serve.log"))?);
+    state.save()?;
+    wait_for(&format!("{}/status", state.control_url), "the Lambda emulator").await?;
+    Ok(())
+}
+
+async fn put_secrets(
+    state: &State,
+    outputs: &Outputs,
+    token: &str,
+    sftp: Option<&str>,
+) -> Result<()> {
+    let sdk = state.aws().sdk_config().await;
+    let secrets = aws_sdk_secretsmanager::Client::new(&sdk);
+    let values = [
+        ("qualtrics", Some(serde_json::json!({ "api_token": token }).to_string())),
+        ("sftp", sftp.map(str::to_owned)),
+    ];
+    for (name, value) in values {
+        let id = outputs.secret_names.iter().find(|id| id.ends_with(&format!("/{name}")));
+        let (Some(id), Some(value)) = (id, value) else { continue };
+        secrets
+            .put_secret_value()
+            .secret_id(id)
+            .secret_string(value)
+            .send()
+            .await
+            .map_err(crate::sdk_error)
+            .with_context(|| format!("setting the secret {id}"))?;
+    }
+    Ok(())
+}
+
+pub async fn status() -> Result<()> {
+    let state = State::load()?;
+    let report = super::run::snapshot(&state, &Outputs::load()?, true).await?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
+}
+
+pub async fn faults(path: &Path) -> Result<()> {
+    let state = State::load()?;
+    let faults = read_faults(path)?;
+    ensure!(
+        state.mock_qualtrics_port.is_some(),
+        "the stack calls {}, not the mock Qualtrics API: there are no faults to set",
+        state.qualtrics_url
+    );
+    let response = etlgen_runtime::local::reqwest::Client::new()
+        .put(format!("{}/__mock/faults", state.qualtrics_url))
+        .json(&faults)
+        .send()
+        .await
+        .context("reaching the mock Qualtrics API")?;
+    let status = response.status();
+    let body = response.text().await.unwrap_or_default();
+    ensure!(status.is_success(), "the mock refused the faults ({status}): {body}");
+    println!("Faults set from {}.", path.display());
+    Ok(())
+}
+
+pub async fn down() -> Result<()> {
+    let state = State::load()?;
+    stop_processes(&state).await;
+    if state.moto_pid.is_some() {
+        // The emulator's resources went with it: the next `up` starts from nothing.
+        for name in ["terraform.tfstate", "terraform.tfstate.backup"] {
+            let path = env_dir().join(name);
+            if path.exists() {
+                fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+            }
+        }
+    } else {
+        terraform(&[
+            "destroy",
+            "-input=false",
+            "-auto-approve",
+            "-no-color",
+            &format!("-var=aws_endpoint={}", state.aws_endpoint),
+            &format!("-var=dist_dir={}", dir().join("dist").display()),
+        ])?;
+    }
+    let path = dir().join("state.json");
+    fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+    println!("The local stack is down.");
+    Ok(())
+}
+
+/// Stops `serve` (through its control API, then by signal) and the AWS emulator `up` started.
+async fn stop_processes(state: &State) {
+    if let Some(pid) = state.serve_pid {
+        let asked = etlgen_runtime::local::reqwest::Client::new()
+            .post(format!("{}/shutdown", state.control_url))
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+            .is_ok();
+        for _ in 0..100 {
+            if !alive(pid) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        if !asked || alive(pid) {
+            signal(pid);
+        }
+    }
+    if let Some(pid) = state.moto_pid {
+        signal(pid);
+        for _ in 0..100 {
+            if !alive(pid) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// Whether a process is still running (and not a zombie).
+fn alive(pid: u32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat.rsplit(')').next().unwrap_or_default().trim_start().starts_with('Z'),
+        Err(_) => {
+            Command::new("kill").args(["-0", &pid.to_string()]).status().is_ok_and(|s| s.success())
+        }
+    }
+}
+
+fn signal(pid: u32) {
+    let _ = Command::new("kill").arg(pid.to_string()).stderr(Stdio::null()).status();
+}
+
+fn free_port() -> Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
+    Ok(listener.local_addr()?.port())
+}
+
+fn detached(command: &mut Command, log: &Path) -> Result<u32> {
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .with_context(|| format!("opening {}", log.display()))?;
+    command.stdin(Stdio::null()).stdout(file.try_clone()?).stderr(file);
+    #[cfg(unix)]
+    std::os::unix::process::CommandExt::process_group(command, 0);
+    let child = command.spawn()?;
+    Ok(child.id())
+}
+
+fn spawn_moto(port: u16, log: &Path) -> Result<u32> {
+    let program = std::env::var_os("MOTO_SERVER").unwrap_or_else(|| "moto_server".into());
+    detached(Command::new(&program).args(["-H", "127.0.0.1", "-p", &port.to_string()]), log)
+        .with_context(|| {
+            format!(
+                "starting {} (install it with `pip install 'moto[server]'`, or pass --endpoint)",
+                Path::new(&program).display()
+            )
+        })
+}
+
+fn spawn_serve(log: &Path) -> Result<u32> {
+    let exe = std::env::current_exe().context("finding the xtask binary")?;
+    detached(Command::new(exe).args(["local", "serve"]).current_dir(root()), log)
+        .context("starting the Lambda emulator")
+}
+
+/// Waits (at most 60 s) until `url` answers.
+async fn wait_for(url: &str, what: &str) -> Result<()> {
+    let client = etlgen_runtime::local::reqwest::Client::new();
+    for _ in 0..300 {
+        if client.get(url).timeout(Duration::from_secs(2)).send().await.is_ok() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    bail!(
+        "{what} did not answer at {url} within 60 s; see the logs in {}",
+        dir().join("logs").display()
+    )
+}
+
+/// Runs terraform in infra/envs/local.
+pub fn terraform(args: &[&str]) -> Result<String> {
+    let out = Command::new("terraform")
+        .arg(format!("-chdir={}", env_dir().display()))
+        .args(args)
+        .stderr(Stdio::inherit())
+        .output()
+        .context("running terraform (is it installed and on PATH?)")?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        bail!("terraform {} failed:\n{stdout}", args.first().unwrap_or(&""));
+    }
+    Ok(stdout)
+}
+
+/// The outputs of infra/envs/local.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Outputs {
+    pub region: String,
+    /// The pipeline's name (`[pipeline] name`).
+    pub pipeline: String,
+    pub data_bucket: String,
+    pub landing_bucket: Option<String>,
+    /// Where a run starts (the SFTP poller's queue for an SFTP source).
+    pub entry: Option<Entry>,
+    /// The step that reads input files (where a replay goes).
+    pub input: Option<Entry>,
+    /// The steps in pipeline order.
+    pub step_order: Vec<String>,
+    pub steps: BTreeMap<String, StepOutputs>,
+    #[serde(default)]
+    pub secret_names: Vec<String>,
+}
+
+/// Where a run starts.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Entry {
+    pub source: String,
+    pub step: String,
+    pub queue_url: String,
+}
+
+/// One step's resources.
+#[derive(Debug, Clone, Deserialize)]
+pub struct StepOutputs {
+    pub queue_url: String,
+    pub queue_arn: String,
+    pub dlq_url: String,
+    pub dlq_arn: String,
+    pub function_name: String,
+}
+
+impl Outputs {
+    /// The outputs of infra/envs/local.
+    pub fn load() -> Result<Outputs> {
+        Outputs::from_json(&terraform(&["output", "-json", "-no-color"])?)
+    }
+
+    /// The outputs of infra/envs/<env>, a deployed environment (its backend must be
+    /// reachable with the current credentials).
+    pub fn load_env(env: &str) -> Result<Outputs> {
+        let dir = root().join("infra/envs").join(env);
+        ensure!(dir.is_dir(), "no environment {env:?}: infra/envs/{env} does not exist");
+        let out = Command::new("terraform")
+            .arg(format!("-chdir={}", dir.display()))
+            .args(["output", "-json", "-no-color"])
+            .stderr(Stdio::inherit())
+            .output()
+            .context("running terraform (is it installed and on PATH?)")?;
+        ensure!(
+            out.status.success(),
+            "terraform output failed in infra/envs/{env} (run `terraform init` there first)"
+        );
+        Outputs::from_json(&String::from_utf8_lossy(&out.stdout))
+    }
+
+    fn from_json(json: &str) -> Result<Outputs> {
+        let raw: BTreeMap<String, serde_json::Value> = serde_json::from_str(json)?;
+        let values: serde_json::Map<String, serde_json::Value> =
+            raw.into_iter().map(|(k, v)| (k, v["value"].clone())).collect();
+        serde_json::from_value(serde_json::Value::Object(values))
+            .context("reading the Terraform outputs (was the environment applied?)")
+    }
+}
+
+fn unzip_bootstrap(zip_path: &Path, into: &Path) -> Result<PathBuf> {
+    let file =
+        fs::File::open(zip_path).with_context(|| format!("opening {}", zip_path.display()))?;
+    let mut archive =
+        zip::ZipArchive::new(file).with_context(|| format!("reading {}", zip_path.display()))?;
+    let mut entry = archive
+        .by_name("bootstrap")
+        .with_context(|| format!("no bootstrap in {}", zip_path.display()))?;
+    let mut bytes = Vec::new();
+    entry.read_to_end(&mut bytes)?;
+    fs::create_dir_all(into).with_context(|| format!("creating {}", into.display()))?;
+    let path = into.join("bootstrap");
+    fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o755))?;
+    }
+    Ok(path)
+}
