@@ -37,14 +37,14 @@ use crate::tools::{Workspace, assert_ok, on_path, tail, tool};
 // ------------------------------------------------------------- terraform
 
 /// The terraform binary and a CLI configuration of the tests' own.
-struct Terraform {
+pub(crate) struct Terraform {
     bin: PathBuf,
     config: tempfile::TempDir,
 }
 
 impl Terraform {
     /// Finds terraform and the provider mirror; `None` after a loud skip.
-    fn find() -> Option<Terraform> {
+    pub(crate) fn find() -> Option<Terraform> {
         let Some(bin) = std::env::var_os("ETLGEN_TERRAFORM")
             .map(PathBuf::from)
             .or_else(|| on_path("terraform"))
@@ -82,10 +82,20 @@ impl Terraform {
         Some(Terraform { bin, config })
     }
 
+    /// The CLI configuration file (`TF_CLI_CONFIG_FILE`).
+    pub(crate) fn cli_config(&self) -> PathBuf {
+        self.config.path().join("terraformrc")
+    }
+
+    /// The directory holding the terraform binary.
+    pub(crate) fn bin_dir(&self) -> PathBuf {
+        self.bin.parent().map(Path::to_path_buf).unwrap_or_default()
+    }
+
     fn command(&self, dir: &Path) -> Command {
         let mut cmd = Command::new(&self.bin);
         cmd.current_dir(dir)
-            .env("TF_CLI_CONFIG_FILE", self.config.path().join("terraformrc"))
+            .env("TF_CLI_CONFIG_FILE", self.cli_config())
             .env("TF_IN_AUTOMATION", "1")
             .env("TF_INPUT", "0")
             .env("CHECKPOINT_DISABLE", "1")

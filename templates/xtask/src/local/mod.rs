@@ -7,7 +7,9 @@
 //!   `bootstrap`.
 //! - `run --input FILE` drops the file where the pipeline's source picks it up, waits until
 //!   every queue is drained and every invocation has ended, and prints one JSON summary.
-//! - `status` prints what the emulator has done and every queue's depth.
+//! - `wait` waits until every queue is drained (after a redrive, replay or backfill).
+//! - `status` prints what the emulator has done and every queue's depth; `qualtrics`, what
+//!   the mock Qualtrics API has recorded.
 //! - `faults FILE` changes the mock Qualtrics API's faults while the stack is up.
 //! - `down` stops everything `up` started.
 //!
@@ -38,8 +40,14 @@ enum Command {
     Up(stack::Up),
     /// Drop a file at the pipeline's source and wait for the run to end; prints a JSON summary.
     Run(run::RunArgs),
+    /// Wait until every queue is drained (after a redrive, replay or backfill); prints what
+    /// each step did meanwhile.
+    Wait(run::WaitArgs),
     /// What the Lambda emulator has done, and every queue's depth, as JSON.
     Status,
+    /// Everything the mock Qualtrics API has recorded (lists, contacts, distributions,
+    /// responses), as JSON.
+    Qualtrics,
     /// Replace the mock Qualtrics API's faults (a TOML file; see docs/local.md).
     Faults {
         /// The faults file; an empty file clears every fault.
@@ -60,7 +68,9 @@ pub fn run(args: Args) -> Result<()> {
         match args.command {
             Command::Up(up) => stack::up(up).await,
             Command::Run(args) => run::run(args).await,
+            Command::Wait(args) => run::wait_quiet(args).await,
             Command::Status => stack::status().await,
+            Command::Qualtrics => stack::qualtrics().await,
             Command::Faults { file } => stack::faults(&file).await,
             Command::Down => stack::down().await,
             Command::Serve => serve::serve().await,

@@ -252,11 +252,12 @@ pub async fn wait(
         let now = snapshot(state, outputs, false).await?;
         let dead =
             now.dlqs.iter().any(|(step, d)| *d > before.dlqs.get(step).copied().unwrap_or(0));
-        if run.is_none() {
+        if run.is_none() && since.1 != SystemTime::UNIX_EPOCH {
             run = find_run(&s3, &outputs.data_bucket, since.0, since.1).await?;
         }
         let idle = now.emulator.in_flight() == 0 && now.queues.values().all(|d| *d == 0);
-        quiet = if idle && (run.is_some() || dead) { quiet + 1 } else { 0 };
+        let started = run.is_some() || dead || since.1 == SystemTime::UNIX_EPOCH;
+        quiet = if idle && started { quiet + 1 } else { 0 };
         if quiet >= 3 {
             return Ok((if dead { "failed" } else { "complete" }, now, run));
         }
@@ -265,6 +266,48 @@ pub async fn wait(
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+/// `cargo xtask local wait`.
+#[derive(Debug, clap::Args)]
+pub struct WaitArgs {
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 600, value_name = "SECONDS")]
+    timeout: u64,
+}
+
+/// Waits until every queue is drained and no invocation runs (after a redrive, a replay or
+/// a backfill), and prints what each step did meanwhile. Fails if a dead-letter queue holds
+/// messages at the end.
+pub async fn wait_quiet(args: WaitArgs) -> Result<()> {
+    let state = State::load()?;
+    let outputs = Outputs::load()?;
+    let before = snapshot(&state, &outputs, true).await?;
+    let started = Instant::now();
+    let epoch = (LogicalDate::from_ymd(1970, 1, 1)?, SystemTime::UNIX_EPOCH);
+    let (status, mut after, _) =
+        wait(&state, &outputs, &before, Duration::from_secs(args.timeout), epoch).await?;
+    after.qualtrics = snapshot(&state, &outputs, true).await?.qualtrics;
+    let status = match status {
+        "timeout" => "timeout",
+        _ if after.dlqs.values().any(|d| *d > 0) => "failed",
+        _ => "complete",
+    };
+    let summary = summarize(
+        status,
+        None,
+        epoch.0,
+        started.elapsed().as_secs_f64(),
+        None,
+        &outputs,
+        &before,
+        &after,
+    );
+    println!("{}", serde_json::to_string_pretty(&summary)?);
+    if status != "complete" {
+        bail!("the pipeline did not settle cleanly: {status}");
+    }
+    Ok(())
 }
 
 /// The run started by this file: the newest raw copy of the date written since `since`.

@@ -292,6 +292,23 @@ pub async fn status() -> Result<()> {
     Ok(())
 }
 
+pub async fn qualtrics() -> Result<()> {
+    let state = State::load()?;
+    ensure!(
+        state.mock_qualtrics_port.is_some(),
+        "the stack calls {}, not the mock Qualtrics API: it has no record to show",
+        state.qualtrics_url
+    );
+    let text = etlgen_runtime::local::reqwest::get(format!("{}/__mock/state", state.qualtrics_url))
+        .await
+        .and_then(etlgen_runtime::local::reqwest::Response::error_for_status)
+        .context("reaching the mock Qualtrics API")?
+        .text()
+        .await?;
+    println!("{text}");
+    Ok(())
+}
+
 pub async fn faults(path: &Path) -> Result<()> {
     let state = State::load()?;
     let faults = read_faults(path)?;
