@@ -5,10 +5,12 @@
 //! The tests share one stack (building and applying it takes minutes); they take turns on
 //! it, and the last one out brings it down, so no server outlives the suite.
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::{Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -289,5 +291,294 @@ fn the_default_pipeline_imports_every_valid_contact_once_and_reports_the_rejects
     assert_eq!(
         calls, needed as u64,
         "no call beyond those needed without faults"
+    );
+}
+
+/// What the stack's emulator says right now, straight from its control API (faster than a
+/// process per look, which matters when catching a step mid-batch).
+fn emulator_status(stack: &Stack) -> Value {
+    let state: Value = serde_json::from_str(
+        &fs_err::read_to_string(stack.root.join(".local/state.json")).unwrap(),
+    )
+    .unwrap();
+    let address = state["control_url"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("http://");
+    let mut socket = TcpStream::connect(address).expect("the Lambda emulator answers");
+    socket
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(socket, "GET /status HTTP/1.0\r\nHost: {address}\r\n\r\n").unwrap();
+    let mut response = String::new();
+    socket.read_to_string(&mut response).unwrap();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b)
+        .unwrap_or_default();
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("no status ({e}): {response}"))
+}
+
+/// The emulator's counters of the step's function.
+fn function<'a>(status: &'a Value, step: &str) -> &'a Value {
+    status["functions"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .find(|(name, _)| name.ends_with(&format!("-{step}")))
+        .map(|(_, f)| f)
+        .unwrap_or_else(|| panic!("no function for {step} in {status:#}"))
+}
+
+/// Python with boto3 (moto's dependency) against the stack's AWS emulator; its stdout.
+fn boto3(stack: &Stack, code: &str) -> String {
+    let state = stack.root.join(".local/state.json");
+    let prelude = format!(
+        "import boto3, json\nstate = json.load(open({:?}))\n\
+         def client(name):\n    return boto3.client(name, endpoint_url=state['aws_endpoint'], \
+         region_name=state['region'], aws_access_key_id='local', aws_secret_access_key='local')\n",
+        state.display().to_string()
+    );
+    let out = Command::new(tool("python"))
+        .arg("-c")
+        .arg(format!("{prelude}{code}"))
+        .output()
+        .unwrap();
+    assert_ok(&out, "python (boto3)");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Sets the mock's faults from TOML text (empty clears them).
+fn set_faults(stack: &Stack, toml: &str) {
+    let file = stack.write("faults.toml", toml);
+    assert_ok(
+        &stack.xtask(&["local", "faults", file.to_str().unwrap()]),
+        "cargo xtask local faults",
+    );
+}
+
+/// Clears the mock's faults when a test ends, however it ends.
+struct Faulty<'a>(&'a Stack);
+
+impl Drop for Faulty<'_> {
+    fn drop(&mut self) {
+        let file = self.0.write("no-faults.toml", "");
+        let _ = self.0.xtask(&["local", "faults", file.to_str().unwrap()]);
+    }
+}
+
+#[test]
+fn the_rejected_rows_are_reported_with_their_reasons() {
+    let Some((_turn, stack)) = Turn::take() else {
+        return;
+    };
+    let file = stack.write("rejects.csv", &contacts("rej", 200, 4));
+    let summary = stack.run(&file, "2026-11-06");
+    assert_eq!(summary["status"], "complete", "{summary:#}");
+    assert_eq!(summary["rows_rejected"], 4);
+    let run_id = summary["run_id"].as_str().unwrap();
+    let reports = boto3(
+        &stack,
+        &format!(
+            "s3 = client('s3')\nbucket = [b['Name'] for b in s3.list_buckets()['Buckets'] if b['Name'].endswith('-data')][0]\n\
+             prefix = 'reports/2026-11-06/{run_id}/validator/rejected-'\n\
+             for o in s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get('Contents', []):\n    \
+             print(s3.get_object(Bucket=bucket, Key=o['Key'])['Body'].read().decode(), end='')\n"
+        ),
+    );
+    let rows: Vec<&str> = reports.lines().filter(|l| l.contains("rej-")).collect();
+    assert_eq!(rows.len(), 4, "{reports}");
+    assert!(
+        rows.iter().all(|r| r.contains("email")),
+        "each reject names its reason: {reports}"
+    );
+}
+
+#[test]
+fn under_429s_500s_and_a_killed_step_every_contact_still_arrives_once() {
+    let Some((_turn, stack)) = Turn::take() else {
+        return;
+    };
+    let _faulty = Faulty(&stack);
+    set_faults(
+        &stack,
+        "rate_429 = 0.1\nrate_500 = 0.1\nretry_after_seconds = 1\nseed = 7\n",
+    );
+    let file = stack.write("flaky.csv", &contacts("flaky", 2_000, 0));
+    let before = emulator_status(&stack);
+    let crashes_before = function(&before, "contact-importer")["crashes"]
+        .as_u64()
+        .unwrap();
+    let started = Instant::now();
+    let run = stack
+        .command(&[
+            "local",
+            "run",
+            "--input",
+            file.to_str().unwrap(),
+            "--logical-date",
+            "2026-11-03",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Once the run's list exists (a batch is done), kill the importer mid-batch, once.
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let mut killed = None;
+    while killed.is_none() && Instant::now() < deadline {
+        let now = emulator_status(&stack);
+        let importer = function(&now, "contact-importer");
+        let done = importer["messages_succeeded"].as_u64().unwrap()
+            > function(&before, "contact-importer")["messages_succeeded"]
+                .as_u64()
+                .unwrap();
+        if let (true, Some(pid)) = (done, importer["busy_pids"].as_array().unwrap().first()) {
+            let pid = pid.as_u64().unwrap().to_string();
+            assert_ok(
+                &Command::new("kill").args(["-9", &pid]).output().unwrap(),
+                "kill -9",
+            );
+            killed = Some(pid);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = run.wait_with_output().unwrap();
+    let seconds = started.elapsed().as_secs_f64();
+    let summary: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("no summary ({e}): {}", String::from_utf8_lossy(&out.stderr)));
+    println!("faults run: {summary:#}");
+    assert!(killed.is_some(), "the importer was never caught mid-batch");
+    let after = emulator_status(&stack);
+    assert!(
+        function(&after, "contact-importer")["crashes"]
+            .as_u64()
+            .unwrap()
+            > crashes_before
+    );
+    assert_eq!(summary["status"], "complete", "{summary:#}");
+    for (step, info) in summary["steps"].as_object().unwrap() {
+        assert_eq!(info["dlq_depth"], 0, "{step} has dead letters");
+    }
+    let run_id = summary["run_id"].as_str().unwrap();
+    let state = stack.json(&["local", "qualtrics"]);
+    let lists = run_list(&state, run_id);
+    assert_eq!(lists.len(), 1, "one mailing list, despite the crash");
+    assert_eq!(
+        contacts_of(lists[0]).len(),
+        2_000,
+        "every contact, once (upserted on extRef)"
+    );
+    assert_eq!(
+        distributions_to(&state, lists[0]["id"].as_str().unwrap()),
+        1
+    );
+    let (calls, faulted) = (
+        summary["api"]["calls"].as_u64().unwrap(),
+        summary["api"]["faulted"].as_u64().unwrap(),
+    );
+    assert!(faulted > 0, "faults were injected");
+    println!(
+        "under faults: 2000 rows in {seconds:.1} s; API calls {calls} made, {} needed; {faulted} retried after a fault",
+        2 + 2 * 20 + 2
+    );
+}
+
+#[test]
+fn a_poison_message_reaches_the_dlq_and_a_redrive_completes_the_run() {
+    let Some((_turn, stack)) = Turn::take() else {
+        return;
+    };
+    let _faulty = Faulty(&stack);
+    set_faults(&stack, "poison = [\"poison-00007\"]\n");
+    let file = stack.write("poison.csv", &contacts("poison", 300, 0));
+    let summary = stack.run(&file, "2026-11-04");
+    assert_eq!(summary["status"], "failed", "{summary:#}");
+    // The emulator computes no CloudWatch metric: this is the attribute the alarm watches.
+    assert_eq!(
+        summary["steps"]["contact-importer"]["dlq_depth"], 1,
+        "{summary:#}"
+    );
+    let run_id = summary["run_id"].as_str().unwrap().to_owned();
+    let state = stack.json(&["local", "qualtrics"]);
+    let list = run_list(&state, &run_id)[0].clone();
+    assert_eq!(contacts_of(&list).len(), 200, "the two good batches are in");
+    assert_eq!(
+        distributions_to(&state, list["id"].as_str().unwrap()),
+        0,
+        "not before every batch"
+    );
+
+    set_faults(&stack, "");
+    let redrive = stack.xtask(&["redrive", "contact-importer"]);
+    assert_ok(&redrive, "cargo xtask redrive contact-importer");
+    let settled = stack.json(&["local", "wait", "--timeout", "300"]);
+    assert_eq!(settled["status"], "complete", "{settled:#}");
+    let state = stack.json(&["local", "qualtrics"]);
+    let list = run_list(&state, &run_id)[0];
+    assert_eq!(contacts_of(list).len(), 300, "the redriven batch is in");
+    assert_eq!(
+        distributions_to(&state, list["id"].as_str().unwrap()),
+        1,
+        "the run completed"
+    );
+}
+
+#[test]
+fn a_replay_changes_nothing_and_a_backfill_processes_its_own_dates_raw_data() {
+    let Some((_turn, stack)) = Turn::take() else {
+        return;
+    };
+    let week_ago = stack.run(
+        &stack.write("week-ago.csv", &contacts("week", 300, 0)),
+        "2026-10-28",
+    );
+    let today = stack.run(
+        &stack.write("today.csv", &contacts("today", 500, 0)),
+        "2026-11-05",
+    );
+    assert_eq!(
+        (&week_ago["status"], &today["status"]),
+        (&"complete".into(), &"complete".into())
+    );
+    let effects = |state: &Value| {
+        let mut state = state.clone();
+        state.as_object_mut().unwrap().remove("contact_imports");
+        state
+    };
+    let before = stack.json(&["local", "qualtrics"]);
+
+    let replay = stack.xtask(&["replay", "--run", today["run_id"].as_str().unwrap()]);
+    assert_ok(&replay, "cargo xtask replay");
+    let settled = stack.json(&["local", "wait", "--timeout", "300"]);
+    assert_eq!(settled["status"], "complete", "{settled:#}");
+    assert_eq!(
+        effects(&stack.json(&["local", "qualtrics"])),
+        effects(&before),
+        "a replay changed Qualtrics"
+    );
+
+    let counts = emulator_status(&stack);
+    let backfill = stack.xtask(&["backfill", "--from", "2026-10-27", "--to", "2026-10-29"]);
+    assert_ok(&backfill, "cargo xtask backfill");
+    let settled = stack.json(&["local", "wait", "--timeout", "300"]);
+    assert_eq!(settled["status"], "complete", "{settled:#}");
+    let delta = |step: &str| {
+        let now = emulator_status(&stack);
+        function(&now, step)["messages_succeeded"].as_u64().unwrap()
+            - function(&counts, step)["messages_succeeded"]
+                .as_u64()
+                .unwrap()
+    };
+    assert_eq!(delta("validator"), 1, "one run had raw data in those dates");
+    assert_eq!(
+        delta("contact-importer"),
+        3,
+        "the week-old run's 3 batches, not today's 5"
+    );
+    assert_eq!(
+        effects(&stack.json(&["local", "qualtrics"])),
+        effects(&before),
+        "nothing new at Qualtrics"
     );
 }

@@ -97,6 +97,16 @@ pub struct SftpPoller<H> {
     pub settings: Settings,
 }
 
+/// The date of a tick's `scheduled_time` (RFC 3339, as EventBridge Scheduler fills in
+/// `<aws.scheduler.scheduled-time>`).
+pub fn scheduled_date(tick: &serde_json::Value) -> Option<crate::envelope::LogicalDate> {
+    tick.get("scheduled_time")?
+        .as_str()?
+        .get(..10)?
+        .parse()
+        .ok()
+}
+
 impl<H: Hooks + Default> Step for SftpPoller<H> {
     type Input = serde_json::Value;
     const KIND: &'static str = KIND;
@@ -110,7 +120,9 @@ impl<H: Hooks + Default> Step for SftpPoller<H> {
         })
     }
 
-    /// A schedule tick is not an envelope: it becomes one for the day SQS received it.
+    /// A schedule tick is not an envelope: it becomes one for the day it was scheduled for
+    /// (its `scheduled_time`), so a late or retried tick polls for its own date; a tick
+    /// without one is for the day SQS received it.
     fn parse(
         &self,
         message: &Message<'_>,
@@ -119,12 +131,12 @@ impl<H: Hooks + Default> Step for SftpPoller<H> {
         if let Ok(envelope) = crate::step::parse(message) {
             return Ok(envelope);
         }
-        let date = message
-            .sent_timestamp_ms
-            .and_then(date_of_timestamp)
+        let tick: serde_json::Value =
+            serde_json::from_str(message.body).unwrap_or(serde_json::Value::Null);
+        let date = scheduled_date(&tick)
+            .or_else(|| message.sent_timestamp_ms.and_then(date_of_timestamp))
             .ok_or_else(|| StepError::permanent("schedule tick without SentTimestamp"))?;
         let pipeline = &cx.config().pipeline.name;
-        let tick = serde_json::from_str(message.body).unwrap_or(serde_json::Value::Null);
         Ok(Envelope::new(
             pipeline.clone(),
             RunId::derive(pipeline, &format!("tick:{}", message.id)),
@@ -175,5 +187,27 @@ impl<H: Hooks + Default> Step for SftpPoller<H> {
             tracing::info!(remote = %file.path, landing = %key, "copied from SFTP");
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tick_is_for_the_date_it_was_scheduled_for() {
+        let tick =
+            serde_json::json!({"source": "schedule", "scheduled_time": "2024-05-01T06:00:00Z"});
+        assert_eq!(scheduled_date(&tick), Some("2024-05-01".parse().unwrap()));
+        assert_eq!(
+            scheduled_date(&serde_json::json!({"source": "schedule"})),
+            None
+        );
+        assert_eq!(
+            scheduled_date(
+                &serde_json::json!({"scheduled_time": "<aws.scheduler.scheduled-time>"})
+            ),
+            None
+        );
     }
 }
