@@ -72,6 +72,11 @@ where
     let error = match (&e, status) {
         (SdkError::ConstructionFailure(_), _) => StepError::permanent(what),
         (SdkError::TimeoutError(_), _) => StepError::timeout(what),
+        // A missing permission or resource (a bucket, a queue, a topic) is a deployment
+        // mistake, not a bad record: retried until the DLQ, to redrive once it is fixed.
+        (_, Some(status @ (401 | 403 | 404))) => StepError::retryable(format!(
+            "{what}: HTTP {status} (a missing permission or resource; fix the deployment, then redrive the DLQ)"
+        )),
         (_, Some(status)) => StepError::from_status(status, what),
         _ => StepError::retryable(what),
     };

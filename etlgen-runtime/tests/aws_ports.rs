@@ -112,6 +112,11 @@ async fn s3_copy_encodes_the_source_and_errors_are_classified() {
         .respond_with(s3_error(403, "AccessDenied"))
         .mount(&server)
         .await;
+    Mock::given(method("PUT"))
+        .and(path("/data/bad"))
+        .respond_with(s3_error(400, "InvalidArgument"))
+        .mount(&server)
+        .await;
     let store = s3(&server);
     store
         .copy(
@@ -129,9 +134,14 @@ async fn s3_copy_encodes_the_source_and_errors_are_classified() {
             .unwrap_err()
             .is_retryable()
     );
+    // A missing permission is a deployment mistake: retried until the DLQ, then redriven.
+    let denied = store.put("data", "denied", Bytes::new()).await.unwrap_err();
+    assert!(denied.is_retryable(), "{denied}");
+    assert!(denied.to_string().contains("redrive"), "{denied}");
+    // A request S3 refuses as such is not worth retrying.
     assert!(
         !store
-            .put("data", "denied", Bytes::new())
+            .put("data", "bad", Bytes::new())
             .await
             .unwrap_err()
             .is_retryable()

@@ -5,6 +5,7 @@
 //! The tests share one stack (building and applying it takes minutes); they take turns on
 //! it, and the last one out brings it down, so no server outlives the suite.
 
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -46,9 +47,9 @@ struct Stack {
 
 impl Stack {
     /// Generates the repository into `scratch`, builds it and brings its stack up.
-    fn up(scratch: &Scratch) -> Option<Stack> {
+    fn up(pipeline: &str, scratch: &Scratch) -> Option<Stack> {
         let terraform = Terraform::find()?;
-        let (_, root) = write_project(PIPELINE, scratch);
+        let (_, root) = write_project(pipeline, scratch);
         let moto = tool("moto_server");
         let path = std::env::join_paths(
             [terraform.bin_dir(), moto.parent().unwrap().to_path_buf()]
@@ -158,40 +159,46 @@ impl Stack {
     }
 }
 
-/// The shared stack (and the folder of its repository) and how many tests want it.
+/// A pipeline's shared stack (and the folder of its repository), and how many tests want
+/// it.
+#[derive(Default)]
 struct Shared {
     stack: Option<(Scratch, Stack)>,
     users: usize,
 }
 
-static SHARED: Mutex<Shared> = Mutex::new(Shared {
-    stack: None,
-    users: 0,
-});
+/// By pipeline (its answers document).
+static SHARED: Mutex<BTreeMap<&'static str, Shared>> = Mutex::new(BTreeMap::new());
+/// One test on one stack at a time: two stacks up at once would fight for the two cores.
 static TURN: Mutex<()> = Mutex::new(());
 
-fn shared() -> MutexGuard<'static, Shared> {
+fn shared() -> MutexGuard<'static, BTreeMap<&'static str, Shared>> {
     SHARED.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// One test's turn on the stack; the last test out brings it down.
+/// One test's turn on a pipeline's stack; the last test of the pipeline out brings it down.
 struct Turn {
+    pipeline: &'static str,
     _turn: MutexGuard<'static, ()>,
 }
 
 impl Turn {
-    fn take() -> Option<(Turn, Stack)> {
-        shared().users += 1;
+    fn take(pipeline: &'static str) -> Option<(Turn, Stack)> {
+        shared().entry(pipeline).or_default().users += 1;
         let turn = Turn {
+            pipeline,
             _turn: TURN.lock().unwrap_or_else(|e| e.into_inner()),
         };
-        let existing = shared().stack.as_ref().map(|(_, stack)| stack.clone());
+        let existing = shared()[pipeline]
+            .stack
+            .as_ref()
+            .map(|(_, stack)| stack.clone());
         let stack = match existing {
             Some(stack) => stack,
             None => {
                 let scratch = Scratch::new();
-                let stack = Stack::up(&scratch)?;
-                shared().stack = Some((scratch, stack.clone()));
+                let stack = Stack::up(pipeline, &scratch)?;
+                shared().get_mut(pipeline).unwrap().stack = Some((scratch, stack.clone()));
                 stack
             }
         };
@@ -202,6 +209,7 @@ impl Turn {
 impl Drop for Turn {
     fn drop(&mut self) {
         let mut shared = shared();
+        let shared = shared.get_mut(self.pipeline).unwrap();
         shared.users -= 1;
         if shared.users == 0
             && let Some((_scratch, stack)) = shared.stack.take()
@@ -250,7 +258,7 @@ fn distributions_to(state: &Value, list_id: &str) -> usize {
 
 #[test]
 fn the_default_pipeline_imports_every_valid_contact_once_and_reports_the_rejects() {
-    let Some((_turn, stack)) = Turn::take() else {
+    let Some((_turn, stack)) = Turn::take(PIPELINE) else {
         return;
     };
     let file = stack.write("happy.csv", &contacts("happy", 10_000, 50));
@@ -369,7 +377,7 @@ impl Drop for Faulty<'_> {
 
 #[test]
 fn the_rejected_rows_are_reported_with_their_reasons() {
-    let Some((_turn, stack)) = Turn::take() else {
+    let Some((_turn, stack)) = Turn::take(PIPELINE) else {
         return;
     };
     let file = stack.write("rejects.csv", &contacts("rej", 200, 4));
@@ -396,7 +404,7 @@ fn the_rejected_rows_are_reported_with_their_reasons() {
 
 #[test]
 fn under_429s_500s_and_a_killed_step_every_contact_still_arrives_once() {
-    let Some((_turn, stack)) = Turn::take() else {
+    let Some((_turn, stack)) = Turn::take(PIPELINE) else {
         return;
     };
     let _faulty = Faulty(&stack);
@@ -486,7 +494,7 @@ fn under_429s_500s_and_a_killed_step_every_contact_still_arrives_once() {
 
 #[test]
 fn a_poison_message_reaches_the_dlq_and_a_redrive_completes_the_run() {
-    let Some((_turn, stack)) = Turn::take() else {
+    let Some((_turn, stack)) = Turn::take(PIPELINE) else {
         return;
     };
     let _faulty = Faulty(&stack);
@@ -526,7 +534,7 @@ fn a_poison_message_reaches_the_dlq_and_a_redrive_completes_the_run() {
 
 #[test]
 fn a_replay_changes_nothing_and_a_backfill_processes_its_own_dates_raw_data() {
-    let Some((_turn, stack)) = Turn::take() else {
+    let Some((_turn, stack)) = Turn::take(PIPELINE) else {
         return;
     };
     let week_ago = stack.run(
@@ -580,5 +588,156 @@ fn a_replay_changes_nothing_and_a_backfill_processes_its_own_dates_raw_data() {
         effects(&stack.json(&["local", "qualtrics"])),
         effects(&before),
         "nothing new at Qualtrics"
+    );
+}
+
+#[test]
+fn a_failing_notifier_never_triggers_the_imports_again() {
+    let Some((_turn, stack)) = Turn::take(PIPELINE) else {
+        return;
+    };
+    // The notifier's topic disappears: every publish fails, and nothing else does.
+    let topic = boto3(
+        &stack,
+        "sns = client('sns')\n\
+         arn = [t['TopicArn'] for t in sns.list_topics()['Topics'] if t['TopicArn'].endswith('-notifier')][0]\n\
+         sns.delete_topic(TopicArn=arn)\nprint(arn.rsplit(':', 1)[1])\n",
+    );
+    let before = emulator_status(&stack);
+    let file = stack.write("notify.csv", &contacts("notify", 100, 0));
+    let summary = stack.run(&file, "2026-11-07");
+    // Restore the topic before asserting, so a failure leaves the stack usable.
+    boto3(
+        &stack,
+        &format!("client('sns').create_topic(Name={:?})\n", topic.trim()),
+    );
+    std::thread::sleep(Duration::from_secs(5));
+    let after = emulator_status(&stack);
+    let delta = |step: &str, counter: &str| {
+        function(&after, step)[counter].as_u64().unwrap()
+            - function(&before, step)[counter].as_u64().unwrap()
+    };
+    let run_id = summary["run_id"].as_str().unwrap();
+    // A publish to a missing topic is either retried (and fails) or rejected to a report.
+    let rejected = boto3(
+        &stack,
+        &format!(
+            "s3 = client('s3')\n\
+             bucket = [b['Name'] for b in s3.list_buckets()['Buckets'] if b['Name'].endswith('-data')][0]\n\
+             prefix = 'reports/2026-11-07/{run_id}/notifier/'\n\
+             for o in s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get('Contents', []):\n    print(o['Key'])\n"
+        ),
+    );
+    println!("the notifier's rejects: {rejected}");
+    assert!(
+        delta("notifier", "messages_failed") > 0 || !rejected.trim().is_empty(),
+        "the notifier never failed: {summary:#}"
+    );
+    assert_eq!(
+        delta("contact-importer", "messages_received"),
+        1,
+        "the one batch, delivered once"
+    );
+    assert_eq!(
+        delta("distribution-scheduler", "messages_received"),
+        1,
+        "{summary:#}"
+    );
+    let state = stack.json(&["local", "qualtrics"]);
+    let lists = run_list(&state, run_id);
+    assert_eq!(lists.len(), 1);
+    assert!(
+        contacts_of(lists[0]).iter().all(|c| c["writes"] == 1),
+        "a contact imported again"
+    );
+    assert_eq!(
+        distributions_to(&state, lists[0]["id"].as_str().unwrap()),
+        1
+    );
+    // Whatever the notifier left in its DLQ goes back once the topic exists again.
+    if summary["steps"]["notifier"]["dlq_depth"].as_u64().unwrap() > 0 {
+        assert_ok(
+            &stack.xtask(&["redrive", "notifier"]),
+            "cargo xtask redrive notifier",
+        );
+        let settled = stack.json(&["local", "wait", "--timeout", "300"]);
+        assert_eq!(settled["status"], "complete", "{settled:#}");
+        assert_eq!(
+            settled["steps"]["contact-importer"]["invocations"], 0,
+            "{settled:#}"
+        );
+    }
+}
+
+/// A response-import pipeline: survey responses from the client's files into a survey.
+const RESPONSES: &str = r#"
+client = "e2e-resp"
+source = "s3"
+
+[[steps]]
+kind = "validator"
+settings = { primary_key = "response_id", columns = [{ name = "response_id", required = true }, { name = "score", type = "integer", required = true }] }
+
+[[steps]]
+kind = "response-importer"
+"#;
+
+/// `n` responses, `bad` of them with a score that is not a number.
+fn responses(prefix: &str, n: usize, bad: usize) -> String {
+    let mut text = String::from("response_id,score\n");
+    for i in 0..n {
+        let score = if i < bad {
+            "not-a-number".to_owned()
+        } else {
+            (i % 11).to_string()
+        };
+        text.push_str(&format!("{prefix}-{i:05},{score}\n"));
+    }
+    text
+}
+
+#[test]
+fn the_response_pipeline_imports_every_valid_response_once_under_faults() {
+    let Some((_turn, stack)) = Turn::take(RESPONSES) else {
+        return;
+    };
+    let _faulty = Faulty(&stack);
+    set_faults(
+        &stack,
+        "rate_429 = 0.1\nrate_500 = 0.1\nretry_after_seconds = 1\nseed = 11\n",
+    );
+    let file = stack.write("responses.csv", &responses("resp", 1_000, 10));
+    let started = Instant::now();
+    let summary = stack.run(&file, "2026-11-08");
+    let seconds = started.elapsed().as_secs_f64();
+    assert_eq!(summary["status"], "complete", "{summary:#}");
+    assert_eq!(
+        (
+            summary["rows_in"].as_u64(),
+            summary["rows_rejected"].as_u64()
+        ),
+        (Some(1_000), Some(10))
+    );
+    let state = stack.json(&["local", "qualtrics"]);
+    let recorded = state["responses"]["SV_REPLACE_ME"]
+        .as_array()
+        .expect("responses in the survey");
+    let ids: std::collections::BTreeSet<&str> = recorded
+        .iter()
+        .filter_map(|r| r["values"]["response_id"].as_str())
+        .collect();
+    assert_eq!(recorded.len(), 990, "every valid response, once");
+    assert_eq!(ids.len(), 990, "no response twice");
+    let keys = state["idempotency_keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 99, "one Idempotency-Key per batch of 10");
+    let (calls, faulted) = (
+        summary["api"]["calls"].as_u64().unwrap(),
+        summary["api"]["faulted"].as_u64().unwrap(),
+    );
+    assert!(faulted > 0, "faults were injected");
+    println!(
+        "response import: 1000 rows in {seconds:.1} s ({:.0} rows/s); API calls {calls} made, {} needed; {faulted} retried after a fault",
+        1_000.0 / seconds,
+        99 * 2
     );
 }
