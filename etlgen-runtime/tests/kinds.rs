@@ -375,7 +375,7 @@ async fn a_claim_is_held_by_one_delivery_until_its_lease_expires() {
     assert_eq!(claim(&first, "runs/x/claim", 1).await.unwrap(), Claim::Won);
     assert_eq!(
         claim(&first, "runs/x/claim", 1).await.unwrap(),
-        Claim::Won,
+        Claim::Resumed,
         "the same delivery again"
     );
     assert_eq!(
@@ -392,7 +392,7 @@ async fn a_claim_is_held_by_one_delivery_until_its_lease_expires() {
     let after_lease = claim_context(0, "m2", objects.clone());
     assert_eq!(
         claim(&after_lease, "runs/x/claim", 1).await.unwrap(),
-        Claim::Won,
+        Claim::Resumed,
         "an expired claim is taken over"
     );
     assert!(

@@ -1235,9 +1235,16 @@ async fn a_list_a_crashed_delivery_created_is_found_not_created_again() {
     let steps = "[steps.import-contacts]\nnext_step='x'\nnext_queue_url='https://sqs.test/x'\n\
                  directory_id='POOL_1'\npoll_interval_ms=1\n";
     let config = Config::from_toml("test", &format!("{}{steps}", config_toml(&mock, ""))).unwrap();
+    let objects = Arc::new(MemoryObjectStore::default());
+    // The crashed delivery's claim, its lease long expired.
+    objects.insert(
+        "data",
+        "runs/2024-05-01/run-1/mailing-list.claim",
+        r#"{"owner":"crashed#1","claimed_at_ms":0}"#,
+    );
     let services = Services {
         qualtrics: Arc::new(client(&mock, "", TOKEN)),
-        objects: Arc::new(MemoryObjectStore::default()),
+        objects,
         queue: Arc::new(MemoryQueue::default()),
         notifications: Arc::new(MemoryNotifications::default()),
         sftp: Arc::new(MemorySftp::default()),

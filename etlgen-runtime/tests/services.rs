@@ -276,6 +276,12 @@ async fn a_distribution_a_crashed_delivery_scheduled_is_found_not_created_again(
     )
     .await;
     let w = world::<DistributionScheduler<Defaults>>(&server, "invite", INVITE);
+    // The crashed delivery's claim, its lease long expired.
+    w.objects.insert(
+        "data",
+        "runs/2024-05-01/run-1/invite/claim",
+        r#"{"owner":"crashed#1","claimed_at_ms":0}"#,
+    );
     w.objects.insert(
         "data",
         "runs/2024-05-01/run-1/manifest.json",

@@ -312,7 +312,8 @@ impl<H: Hooks> ContactImporter<H> {
             return Ok(state.mailing_list_id);
         }
         let claim_key = zones::run_state(input.logical_date, &input.run_id, "mailing-list.claim");
-        if claim(cx, &claim_key, input.attempt).await? == Claim::HeldByOther {
+        let claimed = claim(cx, &claim_key, input.attempt).await?;
+        if claimed == Claim::HeldByOther {
             return Err(StepError::retryable(
                 "another batch is creating the run's mailing list",
             ));
@@ -320,7 +321,9 @@ impl<H: Hooks> ContactImporter<H> {
         let name = format!("{} {} {}", input.pipeline, input.logical_date, input.run_id);
         // A delivery that created the list and crashed before recording it left it behind:
         // the list's name is the run's, so find it instead of creating a second one.
-        if let Some(found) = self.find_list(&name, cx).await? {
+        if claimed == Claim::Resumed
+            && let Some(found) = self.find_list(&name, cx).await?
+        {
             write_state(cx, &state_key, &found).await?;
             return Ok(found.mailing_list_id);
         }

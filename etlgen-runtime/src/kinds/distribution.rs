@@ -371,7 +371,8 @@ impl<H: Hooks + Default> Step for DistributionScheduler<H> {
             &input.run_id,
             &format!("{}/claim", cx.step_name()),
         );
-        if claim(cx, &claim_key, input.attempt).await? == Claim::HeldByOther {
+        let claimed = claim(cx, &claim_key, input.attempt).await?;
+        if claimed == Claim::HeldByOther {
             // Not a no-op: if the holder crashed, this message must come back, find the
             // result, or take the claim over once its lease expires.
             return Err(StepError::retryable(
@@ -380,7 +381,9 @@ impl<H: Hooks + Default> Step for DistributionScheduler<H> {
         }
         let send_at = self.hooks.send_time(input.logical_date, &self.settings);
         // A delivery that scheduled it and crashed before recording it left it behind.
-        if let Some(found) = self.find_distribution(&list, send_at, cx).await? {
+        if claimed == Claim::Resumed
+            && let Some(found) = self.find_distribution(&list, send_at, cx).await?
+        {
             write_state(cx, &result_key, &found).await?;
             return emit_all(input, self.hooks.choose_output(found), cx).await;
         }

@@ -119,8 +119,11 @@ pub async fn write_state<T: Serialize>(
 /// The outcome of [`claim`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Claim {
-    /// This delivery owns the work.
+    /// This delivery owns the work, and nobody held it before.
     Won,
+    /// This delivery owns the work, which a delivery may have started before (this one, or
+    /// one that crashed and whose lease expired): look for what it left before doing it.
+    Resumed,
     /// Another delivery owns it and its lease has not expired.
     HeldByOther,
 }
@@ -164,12 +167,12 @@ pub async fn claim(cx: &StepContext, key: &str, attempt: u32) -> Result<Claim, S
     };
     let lease_ms = cx.config().runtime.claim_lease_seconds.saturating_mul(1000);
     if existing.owner == owner {
-        return Ok(Claim::Won);
+        return Ok(Claim::Resumed);
     }
     if now_ms().saturating_sub(existing.claimed_at_ms) > lease_ms {
         tracing::warn!(claim = key, previous = %existing.owner, "taking over an expired claim");
         objects.put(cx.data_bucket(), key, body.into()).await?;
-        return Ok(Claim::Won);
+        return Ok(Claim::Resumed);
     }
     Ok(Claim::HeldByOther)
 }

@@ -304,8 +304,10 @@ impl<T> Page<T> {
     }
 }
 
-/// Walks a list endpoint page by page until `found` picks an element, at most `max_pages`
-/// pages. The first call is `request`; later ones add the previous page's `skipToken`.
+/// Walks a list endpoint page by page until `found` picks an element. The first call is
+/// `request`; later ones add the previous page's `skipToken`. Past `max_pages` pages it
+/// fails (retryably, so the message waits in the DLQ) rather than answer "not found" for
+/// what it did not read, which could make a step create something twice.
 pub async fn find_in_pages<T, F>(
     api: &dyn crate::ports::QualtricsApi,
     request: ApiRequest,
@@ -325,7 +327,13 @@ where
             return Ok(Some(hit));
         }
         pages += 1;
-        if let (Some(token), true) = (token, pages < max_pages) {
+        if let Some(token) = token {
+            if pages >= max_pages {
+                return Err(StepError::retryable(format!(
+                    "{} has more than {max_pages} pages: looked no further, to create nothing twice",
+                    request.path
+                )));
+            }
             let mut again = request;
             again.query.retain(|(name, _)| name != "skipToken");
             next = Some(again.query("skipToken", token));

@@ -112,7 +112,13 @@ impl Instance {
                 tracing::error!(error = %e, "the Runtime API server stopped");
             }
         });
-        let child = spawn(spec, &address).inspect_err(|_| server.abort())?;
+        let child = spawn(spec, &address).map_err(|e| {
+            server.abort();
+            std::io::Error::new(
+                e.kind(),
+                format!("starting {}: {e}", spec.bootstrap.display()),
+            )
+        })?;
         tracing::info!(function = %spec.name, pid = child.id(), "cold start");
         Ok(Instance {
             child,
@@ -126,6 +132,11 @@ impl Instance {
     /// The process id.
     pub fn pid(&self) -> Option<u32> {
         self.child.id()
+    }
+
+    /// Whether the process is still running.
+    pub fn is_alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
     }
 
     /// How many invocations this environment has served.
@@ -212,7 +223,10 @@ fn spawn(spec: &FunctionSpec, runtime_api: &str) -> std::io::Result<Child> {
             let log = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
-                .open(path)?;
+                .open(path)
+                .map_err(|e| {
+                    std::io::Error::new(e.kind(), format!("opening {}: {e}", path.display()))
+                })?;
             command.stdout(log.try_clone()?).stderr(log);
         }
         None => {

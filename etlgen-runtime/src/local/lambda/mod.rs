@@ -15,22 +15,19 @@
 //! reserved concurrency, no freeze between invocations, and no memory limit.
 
 pub mod instance;
+mod poller;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use aws_sdk_lambda::types::FunctionResponseType;
-use aws_sdk_sqs::types::{
-    ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry, Message,
-    MessageSystemAttributeName,
-};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use tokio::sync::{Mutex, watch};
 
-use instance::{FunctionSpec, Instance, Outcome};
+use instance::FunctionSpec;
+use poller::Poller;
 
 /// Where the AWS emulator is.
 #[derive(Debug, Clone)]
@@ -149,6 +146,7 @@ pub struct Emulator {
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
+/// One event source mapping, as the pollers use it.
 struct Mapping {
     uuid: String,
     queue_url: String,
@@ -174,15 +172,20 @@ impl Emulator {
         let lambda = aws_sdk_lambda::Client::new(&sdk);
         let mut taken_over = BTreeSet::new();
         for mapping in &mappings {
-            lambda
+            let disabled = lambda
                 .update_event_source_mapping()
                 .uuid(&mapping.uuid)
                 .enabled(false)
                 .send()
-                .await
-                .map_err(|e| {
-                    lambda_error(&config, aws_sdk_lambda::error::DisplayErrorContext(e))
-                })?;
+                .await;
+            if let Err(e) = disabled {
+                // Leave nothing half taken over.
+                enable(&lambda, &taken_over).await;
+                return Err(lambda_error(
+                    &config,
+                    aws_sdk_lambda::error::DisplayErrorContext(e),
+                ));
+            }
             taken_over.insert(mapping.uuid.clone());
         }
         let sqs = aws_sdk_sqs::Client::new(&sdk);
@@ -236,17 +239,21 @@ impl Emulator {
         for task in self.tasks {
             let _ = task.await;
         }
-        for uuid in &self.taken_over {
-            let enabled = self
-                .lambda
-                .update_event_source_mapping()
-                .uuid(uuid)
-                .enabled(true)
-                .send()
-                .await;
-            if let Err(e) = enabled {
-                tracing::warn!(uuid, error = %aws_sdk_lambda::error::DisplayErrorContext(e), "cannot enable a mapping again");
-            }
+        enable(&self.lambda, &self.taken_over).await;
+    }
+}
+
+/// Enables the mappings again (logging, not failing, on error: it runs on the way out).
+async fn enable(lambda: &aws_sdk_lambda::Client, uuids: &BTreeSet<String>) {
+    for uuid in uuids {
+        let enabled = lambda
+            .update_event_source_mapping()
+            .uuid(uuid)
+            .enabled(true)
+            .send()
+            .await;
+        if let Err(e) = enabled {
+            tracing::warn!(uuid, error = %aws_sdk_lambda::error::DisplayErrorContext(e), "cannot enable a mapping again");
         }
     }
 }
@@ -290,7 +297,7 @@ async fn discover(
         else {
             continue;
         };
-        if !queue_arn.starts_with("arn:aws:sqs:") && !queue_arn.contains(":sqs:") {
+        if !queue_arn.contains(":sqs:") {
             continue;
         }
         let uuid = esm.uuid().unwrap_or_default().to_owned();
@@ -367,261 +374,4 @@ async fn discover(
         });
     }
     Ok(mappings)
-}
-
-struct Poller {
-    sqs: aws_sdk_sqs::Client,
-    mapping: Arc<Mapping>,
-    pool: Arc<Mutex<Vec<Instance>>>,
-    status: Arc<std::sync::Mutex<Status>>,
-    retry_delay: Duration,
-}
-
-impl Poller {
-    async fn run(self, mut shutdown: watch::Receiver<bool>) {
-        while !*shutdown.borrow() {
-            let batch = tokio::select! {
-                batch = self.receive() => batch,
-                _ = shutdown.changed() => break,
-            };
-            match batch {
-                Ok(messages) if messages.is_empty() => {}
-                Ok(messages) => self.deliver(messages).await,
-                Err(e) => {
-                    tracing::warn!(queue = %self.mapping.queue_url, error = %e, "receive failed");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-            }
-        }
-        for instance in self.pool.lock().await.drain(..) {
-            instance.stop().await;
-        }
-    }
-
-    /// One batch: up to `BatchSize` messages, gathered for at most the batching window.
-    async fn receive(&self) -> Result<Vec<Message>, String> {
-        let mapping = &self.mapping;
-        let mut messages = Vec::new();
-        let started = Instant::now();
-        loop {
-            let wanted = (mapping.batch_size - messages.len()).min(10) as i32;
-            let wait = if messages.is_empty() {
-                5
-            } else {
-                mapping
-                    .window
-                    .saturating_sub(started.elapsed())
-                    .as_secs()
-                    .min(20) as i32
-            };
-            let page = self
-                .sqs
-                .receive_message()
-                .queue_url(&mapping.queue_url)
-                .max_number_of_messages(wanted)
-                .wait_time_seconds(wait)
-                .message_system_attribute_names(MessageSystemAttributeName::All)
-                .message_attribute_names("All")
-                .send()
-                .await
-                .map_err(|e| aws_sdk_sqs::error::DisplayErrorContext(e).to_string())?;
-            let got = page.messages().len();
-            messages.extend(page.messages().iter().cloned());
-            let full = messages.len() >= mapping.batch_size;
-            let window_over = started.elapsed() >= mapping.window;
-            if messages.is_empty() || full || window_over || got == 0 {
-                return Ok(messages);
-            }
-        }
-    }
-
-    async fn deliver(&self, messages: Vec<Message>) {
-        let name = self.mapping.function.name.clone();
-        let event = sqs_event(&self.mapping, &self.mapping.function.region, &messages);
-        let pooled = self.pool.lock().await.pop();
-        let mut instance = match pooled {
-            Some(instance) => instance,
-            None => match Instance::start(&self.mapping.function).await {
-                Ok(instance) => {
-                    self.update(|s| s.cold_starts += 1);
-                    instance
-                }
-                Err(e) => {
-                    tracing::error!(function = %name, error = %e, "cannot start the function");
-                    self.settle(&messages, &[]).await;
-                    tokio::time::sleep(self.retry_delay).await;
-                    return;
-                }
-            },
-        };
-        let pid = instance.pid().unwrap_or_default();
-        self.update(|s| {
-            s.invocations += 1;
-            s.messages_received += messages.len() as u64;
-            s.busy_pids.push(pid);
-        });
-        let request_id = uuid::Uuid::from_u128(fastrand::u128(..)).to_string();
-        let outcome = instance.invoke(request_id, event.into()).await;
-        self.update(|s| s.busy_pids.retain(|p| *p != pid));
-        let succeeded: Vec<&Message> = match &outcome {
-            Outcome::Response(body) => {
-                let failed = if self.mapping.reports_failures {
-                    failed_ids(body)
-                } else {
-                    Vec::new()
-                };
-                messages
-                    .iter()
-                    .filter(|m| !failed.iter().any(|id| Some(id.as_str()) == m.message_id()))
-                    .collect()
-            }
-            _ => Vec::new(),
-        };
-        match &outcome {
-            Outcome::Response(_) => self.pool.lock().await.push(instance),
-            Outcome::Error(message) => {
-                tracing::warn!(function = %name, %message, "the invocation failed");
-                self.update(|s| s.errors += 1);
-                self.pool.lock().await.push(instance);
-            }
-            Outcome::Timeout => {
-                tracing::warn!(function = %name, "the invocation timed out");
-                self.update(|s| s.timeouts += 1);
-                instance.stop().await;
-            }
-            Outcome::Crashed(message) => {
-                tracing::warn!(function = %name, %message, "the process died mid-invocation");
-                self.update(|s| s.crashes += 1);
-                instance.stop().await;
-            }
-        }
-        self.settle(&messages, &succeeded).await;
-    }
-
-    /// Deletes what succeeded; makes the rest visible again after the retry delay.
-    async fn settle(&self, messages: &[Message], succeeded: &[&Message]) {
-        let ok = succeeded.len() as u64;
-        let failed = messages.len() as u64 - ok;
-        self.update(|s| {
-            s.messages_succeeded += ok;
-            s.messages_failed += failed;
-        });
-        for chunk in succeeded.chunks(10) {
-            let entries = chunk.iter().enumerate().filter_map(|(i, m)| {
-                DeleteMessageBatchRequestEntry::builder()
-                    .id(i.to_string())
-                    .receipt_handle(m.receipt_handle()?)
-                    .build()
-                    .ok()
-            });
-            let result = self
-                .sqs
-                .delete_message_batch()
-                .queue_url(&self.mapping.queue_url)
-                .set_entries(Some(entries.collect()))
-                .send()
-                .await;
-            if let Err(e) = result {
-                tracing::warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(e), "delete failed");
-            }
-        }
-        let retry: Vec<&Message> = messages
-            .iter()
-            .filter(|m| !succeeded.iter().any(|s| s.message_id() == m.message_id()))
-            .collect();
-        for chunk in retry.chunks(10) {
-            let entries = chunk.iter().enumerate().filter_map(|(i, m)| {
-                ChangeMessageVisibilityBatchRequestEntry::builder()
-                    .id(i.to_string())
-                    .receipt_handle(m.receipt_handle()?)
-                    .visibility_timeout(self.retry_delay.as_secs() as i32)
-                    .build()
-                    .ok()
-            });
-            let result = self
-                .sqs
-                .change_message_visibility_batch()
-                .queue_url(&self.mapping.queue_url)
-                .set_entries(Some(entries.collect()))
-                .send()
-                .await;
-            if let Err(e) = result {
-                tracing::warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(e), "visibility change failed");
-            }
-        }
-    }
-
-    fn update(&self, change: impl FnOnce(&mut FunctionStats)) {
-        let mut status = status_of(&self.status);
-        if let Some(stats) = status.functions.get_mut(&self.mapping.function.name) {
-            change(stats);
-        }
-    }
-}
-
-/// The message ids of a `{"batchItemFailures":[{"itemIdentifier":…}]}` response. A body
-/// that is not one fails nothing, as in Lambda.
-fn failed_ids(body: &[u8]) -> Vec<String> {
-    #[derive(Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    struct Response {
-        #[serde(default)]
-        batch_item_failures: Vec<Item>,
-    }
-    #[derive(Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    struct Item {
-        item_identifier: String,
-    }
-    serde_json::from_slice::<Response>(body)
-        .map(|r| {
-            r.batch_item_failures
-                .into_iter()
-                .map(|i| i.item_identifier)
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// The SQS event Lambda would send for `messages`.
-fn sqs_event(mapping: &Mapping, region: &str, messages: &[Message]) -> Vec<u8> {
-    let records: Vec<serde_json::Value> = messages
-        .iter()
-        .map(|m| {
-            let attributes: BTreeMap<&str, &str> = m
-                .attributes()
-                .map(|a| a.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect())
-                .unwrap_or_default();
-            let message_attributes: BTreeMap<&str, serde_json::Value> = m
-                .message_attributes()
-                .map(|a| {
-                    a.iter()
-                        .map(|(k, v)| {
-                            (
-                                k.as_str(),
-                                json!({
-                                    "stringValue": v.string_value(),
-                                    "stringListValues": v.string_list_values(),
-                                    "binaryListValues": [],
-                                    "dataType": v.data_type(),
-                                }),
-                            )
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            json!({
-                "messageId": m.message_id(),
-                "receiptHandle": m.receipt_handle(),
-                "body": m.body(),
-                "attributes": attributes,
-                "messageAttributes": message_attributes,
-                "md5OfBody": m.md5_of_body(),
-                "eventSource": "aws:sqs",
-                "eventSourceARN": mapping.queue_arn,
-                "awsRegion": region,
-            })
-        })
-        .collect();
-    serde_json::to_vec(&json!({ "Records": records })).unwrap_or_default()
 }
