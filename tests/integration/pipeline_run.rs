@@ -47,8 +47,9 @@ struct Stack {
 
 impl Stack {
     /// Generates the repository into `scratch`, builds it and brings its stack up.
-    fn up(pipeline: &str, scratch: &Scratch) -> Option<Stack> {
-        let terraform = Terraform::find()?;
+    /// Terraform's CLI configuration must outlive the stack: `local run` and `down` read
+    /// the outputs.
+    fn up(pipeline: &str, scratch: &Scratch, terraform: &Terraform) -> Stack {
         let (_, root) = write_project(pipeline, scratch);
         let moto = tool("moto_server");
         let path = std::env::join_paths(
@@ -86,7 +87,7 @@ impl Stack {
             stack.down();
         }
         assert_ok(&out, "cargo xtask local up");
-        Some(stack)
+        stack
     }
 
     fn command(&self, args: &[&str]) -> Command {
@@ -163,7 +164,7 @@ impl Stack {
 /// it.
 #[derive(Default)]
 struct Shared {
-    stack: Option<(Scratch, Stack)>,
+    stack: Option<(Scratch, Terraform, Stack)>,
     users: usize,
 }
 
@@ -192,13 +193,15 @@ impl Turn {
         let existing = shared()[pipeline]
             .stack
             .as_ref()
-            .map(|(_, stack)| stack.clone());
+            .map(|(_, _, stack)| stack.clone());
         let stack = match existing {
             Some(stack) => stack,
             None => {
+                let terraform = Terraform::find()?;
                 let scratch = Scratch::new();
-                let stack = Stack::up(pipeline, &scratch)?;
-                shared().get_mut(pipeline).unwrap().stack = Some((scratch, stack.clone()));
+                let stack = Stack::up(pipeline, &scratch, &terraform);
+                shared().get_mut(pipeline).unwrap().stack =
+                    Some((scratch, terraform, stack.clone()));
                 stack
             }
         };
@@ -212,7 +215,7 @@ impl Drop for Turn {
         let shared = shared.get_mut(self.pipeline).unwrap();
         shared.users -= 1;
         if shared.users == 0
-            && let Some((_scratch, stack)) = shared.stack.take()
+            && let Some((_scratch, _terraform, stack)) = shared.stack.take()
         {
             stack.down();
         }
@@ -418,7 +421,7 @@ fn under_429s_500s_and_a_killed_step_every_contact_still_arrives_once() {
         .as_u64()
         .unwrap();
     let started = Instant::now();
-    let run = stack
+    let mut run = stack
         .command(&[
             "local",
             "run",
@@ -434,7 +437,7 @@ fn under_429s_500s_and_a_killed_step_every_contact_still_arrives_once() {
     // Once the run's list exists (a batch is done), kill the importer mid-batch, once.
     let deadline = Instant::now() + Duration::from_secs(240);
     let mut killed = None;
-    while killed.is_none() && Instant::now() < deadline {
+    while killed.is_none() && Instant::now() < deadline && run.try_wait().unwrap().is_none() {
         let now = emulator_status(&stack);
         let importer = function(&now, "contact-importer");
         let done = importer["messages_succeeded"].as_u64().unwrap()
@@ -591,6 +594,18 @@ fn a_replay_changes_nothing_and_a_backfill_processes_its_own_dates_raw_data() {
     );
 }
 
+/// Creates the notifier's topic again when a test ends, however it ends.
+struct Restore<'a>(&'a Stack, String);
+
+impl Drop for Restore<'_> {
+    fn drop(&mut self) {
+        boto3(
+            self.0,
+            &format!("client('sns').create_topic(Name={:?})\n", self.1),
+        );
+    }
+}
+
 #[test]
 fn a_failing_notifier_never_triggers_the_imports_again() {
     let Some((_turn, stack)) = Turn::take(PIPELINE) else {
@@ -604,13 +619,10 @@ fn a_failing_notifier_never_triggers_the_imports_again() {
          sns.delete_topic(TopicArn=arn)\nprint(arn.rsplit(':', 1)[1])\n",
     );
     let before = emulator_status(&stack);
+    let restore = Restore(&stack, topic.trim().to_owned());
     let file = stack.write("notify.csv", &contacts("notify", 100, 0));
     let summary = stack.run(&file, "2026-11-07");
-    // Restore the topic before asserting, so a failure leaves the stack usable.
-    boto3(
-        &stack,
-        &format!("client('sns').create_topic(Name={:?})\n", topic.trim()),
-    );
+    drop(restore);
     std::thread::sleep(Duration::from_secs(5));
     let after = emulator_status(&stack);
     let delta = |step: &str, counter: &str| {

@@ -2,8 +2,9 @@
 //!
 //! - `package`: builds every Lambda of `lambdas/` for Linux and zips each as `bootstrap`
 //!   into `dist/`, with `SHA256SUMS` and `manifest.json` ([`package`]).
-//! - `local up|run|down|status`: the whole pipeline on loopback, against an AWS emulator and a
-//!   mock Qualtrics API, with each step's real binary ([`local`]; see docs/local.md).
+//! - `local up|run|wait|status|qualtrics|faults|down`: the whole pipeline on loopback, against
+//!   an AWS emulator and a mock Qualtrics API, with each step's real binary ([`local`]; see
+//!   docs/local.md).
 //! - `redrive`, `replay`, `backfill`, `runs`: on-call operations on any environment
 //!   ([`ops`]; see RUNBOOK.md).
 //!
@@ -29,7 +30,8 @@ enum Task {
     /// Build every Lambda in release mode, zip each as `bootstrap`, write SHA256SUMS and
     /// manifest.json into dist/.
     Package(package::Package),
-    /// Run the pipeline locally: `up`, `run --input FILE`, `status`, `down`.
+    /// Run the pipeline locally: `up`, `run --input FILE`, `wait`, `status`, `qualtrics`,
+    /// `faults FILE`, `down`.
     Local(local::Args),
     /// Move a step's dead-letter messages back to its queue.
     Redrive(ops::Redrive),

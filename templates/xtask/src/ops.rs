@@ -66,6 +66,9 @@ pub struct Backfill {
     /// The last logical date (inclusive).
     #[arg(long, value_name = "YYYY-MM-DD", value_parser = parse_date)]
     to: LogicalDate,
+    /// Replay the runs found; without it, outside `--env local`, only list them.
+    #[arg(long)]
+    yes: bool,
     #[command(flatten)]
     target: Target,
 }
@@ -351,11 +354,13 @@ async fn clear_ledgers(env: &Env, raw: &RawRun, from: &str) -> Result<()> {
     let start = order.iter().position(|s| s == from).with_context(|| {
         format!("no step {from:?} in this pipeline; its steps are: {}", order.join(", "))
     })?;
-    let manifest: RunManifest =
-        match env.read(&format!("runs/{}/{}/manifest.json", raw.date, raw.run)).await? {
-            Some(bytes) => serde_json::from_slice(&bytes)?,
-            None => bail!("run {} has no manifest yet: replay it without --from-step", raw.run),
-        };
+    let manifest_key = format!("runs/{}/{}/manifest.json", raw.date, raw.run);
+    let manifest: RunManifest = match env.read(&manifest_key).await? {
+        Some(bytes) => {
+            serde_json::from_slice(&bytes).with_context(|| format!("reading {manifest_key}"))?
+        }
+        None => bail!("run {} has no manifest yet: replay it without --from-step", raw.run),
+    };
     let run = RunId::new(raw.run.clone());
     let mut cleared = 0;
     for step in &order[start..] {
@@ -367,6 +372,9 @@ async fn clear_ledgers(env: &Env, raw: &RawRun, from: &str) -> Result<()> {
                 &format!("batch-{batch:06}"),
             );
             let ledger = etlgen_runtime::zones::ledger(&env.outputs.pipeline, step, &key);
+            if env.read(&ledger).await?.is_none() {
+                continue;
+            }
             env.s3
                 .delete_object()
                 .bucket(&env.outputs.data_bucket)
@@ -378,6 +386,13 @@ async fn clear_ledgers(env: &Env, raw: &RawRun, from: &str) -> Result<()> {
             cleared += 1;
         }
     }
+    ensure!(
+        cleared > 0,
+        "no ledger entry of {} is keyed by this run's batches, so --from-step cannot make it \
+         process them again (steps after the distribution scheduler are keyed otherwise); \
+         replay without --from-step, or redrive the step's DLQ",
+        order[start..].join(", ")
+    );
     println!(
         "Cleared {cleared} ledger entries of {} for run {}.",
         order[start..].join(", "),
@@ -398,23 +413,32 @@ pub fn backfill(args: Backfill) -> Result<()> {
     ensure!(args.from <= args.to, "--from {} is after --to {}", args.from, args.to);
     block_on(async {
         let env = Env::open(&args.target).await?;
+        let mut runs = Vec::new();
         let mut date = args.from;
-        let mut replayed = 0;
         loop {
-            let runs = raw_runs(&env, date).await?;
-            if runs.is_empty() {
+            let found = raw_runs(&env, date).await?;
+            if found.is_empty() {
                 println!("{date}: no raw data");
             }
-            for raw in &runs {
-                replay_run(&env, raw, None).await?;
-                replayed += 1;
+            for raw in &found {
+                println!("{date}: run {} ({})", raw.run, raw.key);
             }
+            runs.extend(found);
             if date >= args.to {
                 break;
             }
             date = LogicalDate::new(date.date().next_day().context("past the last date")?);
         }
-        println!("Backfill of {} to {}: {replayed} runs replayed.", args.from, args.to);
+        // Every run filed under the dates is replayed, an abandoned one too: in a deployed
+        // environment, look at the list first.
+        if args.target.env != "local" && !args.yes {
+            println!("Nothing replayed: check the runs above, then run again with --yes.");
+            return Ok(());
+        }
+        for raw in &runs {
+            replay_run(&env, raw, None).await?;
+        }
+        println!("Backfill of {} to {}: {} runs replayed.", args.from, args.to, runs.len());
         Ok(())
     })
 }
@@ -447,11 +471,14 @@ pub fn runs(args: Runs) -> Result<()> {
         }
         let mut states = Vec::new();
         for ((date, run), files) in by_run.into_iter().rev().take(args.limit) {
-            let manifest: Option<RunManifest> =
-                match env.read(&format!("runs/{date}/{run}/manifest.json")).await? {
-                    Some(bytes) => serde_json::from_slice(&bytes).ok(),
-                    None => None,
-                };
+            let manifest_key = format!("runs/{date}/{run}/manifest.json");
+            let manifest: Option<RunManifest> = match env.read(&manifest_key).await? {
+                Some(bytes) => Some(
+                    serde_json::from_slice(&bytes)
+                        .with_context(|| format!("reading {manifest_key}"))?,
+                ),
+                None => None,
+            };
             let imported = files.iter().filter(|f| f.starts_with("batches/")).count() as u64;
             let mut steps = BTreeMap::new();
             for step in &env.outputs.step_order {

@@ -1,6 +1,6 @@
 //! `local run`: one run of the pipeline, from a file to a JSON summary.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -54,7 +54,7 @@ pub struct StepSummary {
 pub struct Summary {
     pub status: &'static str,
     pub run_id: Option<String>,
-    pub logical_date: String,
+    pub logical_date: Option<String>,
     pub seconds: f64,
     pub rows_in: Option<u64>,
     pub rows_rejected: Option<u64>,
@@ -93,7 +93,14 @@ pub async fn snapshot(state: &State, outputs: &Outputs, api: bool) -> Result<Sna
         .await?;
     let qualtrics = match state.mock_qualtrics_port {
         Some(_) if api => Some(
-            http.get(format!("{}/__mock/stats", state.qualtrics_url)).send().await?.json().await?,
+            http.get(format!("{}/__mock/stats", state.qualtrics_url))
+                .send()
+                .await
+                .and_then(reqwest::Response::error_for_status)
+                .context("reaching the mock Qualtrics API")?
+                .json()
+                .await
+                .context("reading the mock Qualtrics API's counters")?,
         ),
         _ => None,
     };
@@ -146,11 +153,12 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let body =
         std::fs::read(&args.input).with_context(|| format!("reading {}", args.input.display()))?;
     let before = snapshot(&state, &outputs, true).await?;
+    let earlier = runs_of(&s3_client(&state).await, &outputs.data_bucket, date).await?;
     let started = Instant::now();
-    let wall = SystemTime::now();
     drop_input(&state, &outputs, date, &name, body).await?;
     let (status, mut after, run) =
-        wait(&state, &outputs, &before, Duration::from_secs(args.timeout), (date, wall)).await?;
+        wait(&state, &outputs, &before, Duration::from_secs(args.timeout), Some((date, &earlier)))
+            .await?;
     let seconds = started.elapsed().as_secs_f64();
     after.qualtrics = snapshot(&state, &outputs, true).await?.qualtrics;
     let s3 = s3_client(&state).await;
@@ -158,7 +166,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         Some(run) => read_manifest(&s3, &outputs.data_bucket, date, run).await?,
         None => None,
     };
-    let summary = summarize(status, run, date, seconds, manifest, &outputs, &before, &after);
+    let summary = summarize(status, run, Some(date), seconds, manifest, &outputs, &before, &after);
     println!("{}", serde_json::to_string_pretty(&summary)?);
     if summary.status != "complete" {
         bail!("the run did not complete: {}", summary.status);
@@ -233,8 +241,8 @@ async fn send(state: &State, queue_url: &str, body: String) -> Result<()> {
     Ok(())
 }
 
-/// Waits until the run has started (its raw copy exists, or a message reached a dead-letter
-/// queue) and then every queue is drained and no invocation runs, three checks in a row
+/// Waits until the run has started (a new run's raw copy exists under its date, or a
+/// message reached a dead-letter queue; with `new_run` of `None`, at once) and then every queue is drained and no invocation runs, three checks in a row
 /// (half a second apart). Returns "complete", "failed" (a message reached a dead-letter
 /// queue) or "timeout", the last snapshot, and the run's id.
 pub async fn wait(
@@ -242,7 +250,7 @@ pub async fn wait(
     outputs: &Outputs,
     before: &Snapshot,
     timeout: Duration,
-    since: (LogicalDate, SystemTime),
+    new_run: Option<(LogicalDate, &BTreeSet<String>)>,
 ) -> Result<(&'static str, Snapshot, Option<String>)> {
     let deadline = Instant::now() + timeout;
     let s3 = s3_client(state).await;
@@ -252,11 +260,12 @@ pub async fn wait(
         let now = snapshot(state, outputs, false).await?;
         let dead =
             now.dlqs.iter().any(|(step, d)| *d > before.dlqs.get(step).copied().unwrap_or(0));
-        if run.is_none() && since.1 != SystemTime::UNIX_EPOCH {
-            run = find_run(&s3, &outputs.data_bucket, since.0, since.1).await?;
+        if let (None, Some((date, earlier))) = (&run, new_run) {
+            run =
+                runs_of(&s3, &outputs.data_bucket, date).await?.difference(earlier).next().cloned();
         }
         let idle = now.emulator.in_flight() == 0 && now.queues.values().all(|d| *d == 0);
-        let started = run.is_some() || dead || since.1 == SystemTime::UNIX_EPOCH;
+        let started = run.is_some() || dead || new_run.is_none();
         quiet = if idle && started { quiet + 1 } else { 0 };
         if quiet >= 3 {
             return Ok((if dead { "failed" } else { "complete" }, now, run));
@@ -284,19 +293,24 @@ pub async fn wait_quiet(args: WaitArgs) -> Result<()> {
     let outputs = Outputs::load()?;
     let before = snapshot(&state, &outputs, true).await?;
     let started = Instant::now();
-    let epoch = (LogicalDate::from_ymd(1970, 1, 1)?, SystemTime::UNIX_EPOCH);
     let (status, mut after, _) =
-        wait(&state, &outputs, &before, Duration::from_secs(args.timeout), epoch).await?;
+        wait(&state, &outputs, &before, Duration::from_secs(args.timeout), None).await?;
     after.qualtrics = snapshot(&state, &outputs, true).await?.qualtrics;
     let status = match status {
         "timeout" => "timeout",
-        _ if after.dlqs.values().any(|d| *d > 0) => "failed",
+        _ if after
+            .dlqs
+            .iter()
+            .any(|(step, d)| *d > before.dlqs.get(step).copied().unwrap_or(0)) =>
+        {
+            "failed"
+        }
         _ => "complete",
     };
     let summary = summarize(
         status,
         None,
-        epoch.0,
+        None,
         started.elapsed().as_secs_f64(),
         None,
         &outputs,
@@ -310,37 +324,26 @@ pub async fn wait_quiet(args: WaitArgs) -> Result<()> {
     Ok(())
 }
 
-/// The run started by this file: the newest raw copy of the date written since `since`.
-async fn find_run(
+/// The runs with a raw copy under `date`.
+async fn runs_of(
     s3: &aws_sdk_s3::Client,
     bucket: &str,
     date: LogicalDate,
-    since: SystemTime,
-) -> Result<Option<String>> {
+) -> Result<BTreeSet<String>> {
     let prefix = format!("raw/{date}/");
-    let listed = s3
-        .list_objects_v2()
-        .bucket(bucket)
-        .prefix(&prefix)
-        .send()
-        .await
-        .map_err(crate::sdk_error)
-        .with_context(|| format!("listing s3://{bucket}/{prefix}"))?;
-    let since = since - Duration::from_secs(5);
-    let newest = listed
-        .contents()
-        .iter()
-        .filter(|o| {
-            o.last_modified()
-                .and_then(|t| SystemTime::try_from(*t).ok())
-                .is_some_and(|t| t >= since)
-        })
-        .max_by_key(|o| o.last_modified().map(|t| t.secs()));
-    Ok(newest
-        .and_then(|o| o.key())
-        .and_then(|k| k.strip_prefix(&prefix))
-        .and_then(|k| k.split('/').next())
-        .map(str::to_owned))
+    let mut runs = BTreeSet::new();
+    let mut pages = s3.list_objects_v2().bucket(bucket).prefix(&prefix).into_paginator().send();
+    while let Some(page) = pages.next().await {
+        let page = page
+            .map_err(crate::sdk_error)
+            .with_context(|| format!("listing s3://{bucket}/{prefix}"))?;
+        runs.extend(
+            page.contents().iter().filter_map(|o| {
+                o.key()?.strip_prefix(&prefix)?.split('/').next().map(str::to_owned)
+            }),
+        );
+    }
+    Ok(runs)
 }
 
 async fn read_manifest(
@@ -363,7 +366,7 @@ async fn read_manifest(
 fn summarize(
     status: &'static str,
     run_id: Option<String>,
-    date: LogicalDate,
+    date: Option<LogicalDate>,
     seconds: f64,
     manifest: Option<etlgen_runtime::kinds::RunManifest>,
     outputs: &Outputs,
@@ -379,21 +382,21 @@ fn summarize(
         steps.insert(
             step.clone(),
             StepSummary {
-                invocations: a.invocations - b.invocations,
-                messages_done: a.messages_succeeded - b.messages_succeeded,
-                messages_failed: a.messages_failed - b.messages_failed,
+                invocations: a.invocations.saturating_sub(b.invocations),
+                messages_done: a.messages_succeeded.saturating_sub(b.messages_succeeded),
+                messages_failed: a.messages_failed.saturating_sub(b.messages_failed),
                 dlq_depth: after.dlqs.get(step).copied().unwrap_or(0),
             },
         );
     }
     let api = match (&before.qualtrics, &after.qualtrics) {
         (Some(b), Some(a)) => Some(ApiSummary {
-            calls: a.total_calls - b.total_calls,
-            faulted: a.faults.values().sum::<u64>() - b.faults.values().sum::<u64>(),
+            calls: a.total_calls.saturating_sub(b.total_calls),
+            faulted: a.faults.values().sum::<u64>().saturating_sub(b.faults.values().sum::<u64>()),
             by_endpoint: a
                 .calls
                 .iter()
-                .map(|(k, v)| (k.clone(), v - b.calls.get(k).copied().unwrap_or(0)))
+                .map(|(k, v)| (k.clone(), v.saturating_sub(b.calls.get(k).copied().unwrap_or(0))))
                 .filter(|(_, v)| *v > 0)
                 .collect(),
         }),
@@ -403,7 +406,7 @@ fn summarize(
     Summary {
         status,
         run_id,
-        logical_date: date.to_string(),
+        logical_date: date.map(|d| d.to_string()),
         seconds,
         rows_in,
         rows_rejected: manifest.as_ref().map(|m| m.rejected),

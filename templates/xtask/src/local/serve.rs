@@ -20,7 +20,7 @@ struct Control {
 
 pub async fn serve() -> Result<()> {
     etlgen_runtime::lambda::init_tracing();
-    let mut state = State::load()?;
+    let state = State::load()?;
     let mock = match state.mock_qualtrics_port {
         Some(port) => Some(
             MockQualtrics::start(MockConfig {
@@ -40,11 +40,10 @@ pub async fn serve() -> Result<()> {
         retry_delay: Duration::from_secs(state.retry_delay_seconds),
         default_concurrency: 5,
         log_dir: Some(dir().join("logs")),
-        taken_over: state.taken_over.clone(),
+        taken_over: super::stack::taken_over(),
     })
     .await?;
-    state.taken_over = emulator.taken_over().clone();
-    state.save()?;
+    super::stack::save_taken_over(emulator.taken_over())?;
     let control = Arc::new(Control { emulator, stop: Notify::new() });
     let router = Router::new()
         .route("/status", routing::get(status))
@@ -67,8 +66,10 @@ pub async fn serve() -> Result<()> {
             }
         })
         .await?;
-    if let Ok(control) = Arc::try_unwrap(control) {
-        control.emulator.stop().await;
+    // The server is done with its handles, so this is the last one.
+    match Arc::try_unwrap(control) {
+        Ok(control) => control.emulator.stop().await,
+        Err(_) => eprintln!("the emulator is still shared; its mappings stay taken over"),
     }
     if let Some(mock) = mock {
         mock.shutdown().await.context("stopping the mock Qualtrics API")?;

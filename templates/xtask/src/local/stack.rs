@@ -45,7 +45,7 @@ pub struct State {
     pub moto_pid: Option<u32>,
     /// The `serve` process.
     pub serve_pid: Option<u32>,
-    /// `serve`'s control API (`GET /status`, `POST /shutdown`, `PUT /faults`).
+    /// `serve`'s control API (`GET /status`, `POST /shutdown`).
     pub control_url: String,
     /// The Qualtrics API origin the Lambdas call.
     pub qualtrics_url: String,
@@ -61,10 +61,30 @@ pub struct State {
     pub retry_delay_seconds: u64,
     /// Where a run's file goes for an SFTP source (the local SFTP server's folder).
     pub sftp_dir: Option<PathBuf>,
-    /// The event source mappings the Lambda emulator took over (disabled in the AWS
-    /// emulator), so a restarted `serve` polls them again.
-    #[serde(default)]
-    pub taken_over: BTreeSet<String>,
+}
+
+/// The event source mappings the Lambda emulator took over (disabled in the AWS emulator),
+/// written by `serve` alone to `.local/taken-over.json`, so a restarted `serve` polls them
+/// again.
+pub fn taken_over() -> BTreeSet<String> {
+    fs::read_to_string(dir().join("taken-over.json"))
+        .ok()
+        .and_then(|text| serde_json::from_str(&text).ok())
+        .unwrap_or_default()
+}
+
+/// Records the mappings `serve` took over.
+pub fn save_taken_over(uuids: &BTreeSet<String>) -> Result<()> {
+    write_atomically(&dir().join("taken-over.json"), &serde_json::to_vec_pretty(uuids)?)
+}
+
+/// Writes `bytes` to a temporary file beside `path`, then renames it into place, so a
+/// reader never sees half a file.
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let temporary = path.with_extension("json.tmp");
+    fs::write(&temporary, bytes).with_context(|| format!("writing {}", temporary.display()))?;
+    fs::rename(&temporary, path)
+        .with_context(|| format!("renaming {} to {}", temporary.display(), path.display()))
 }
 
 impl State {
@@ -85,11 +105,9 @@ impl State {
         serde_json::from_str(&text).with_context(|| format!("reading {}", path.display()))
     }
 
-    /// Writes `.local/state.json`.
-    pub fn save(&self) -> Result<()> {
-        let path = dir().join("state.json");
-        fs::write(&path, serde_json::to_vec_pretty(self)?)
-            .with_context(|| format!("writing {}", path.display()))
+    /// Writes `.local/state.json` (only `up` does).
+    fn save(&self) -> Result<()> {
+        write_atomically(&dir().join("state.json"), &serde_json::to_vec_pretty(self)?)
     }
 }
 
@@ -149,11 +167,18 @@ pub fn read_faults(path: &Path) -> Result<Faults> {
 }
 
 pub async fn up(args: Up) -> Result<()> {
+    ensure!(
+        cfg!(target_os = "linux"),
+        "the local stack runs the Lambdas' Linux binaries as processes of this machine, so it \
+         needs Linux (run it in a Linux VM or container)"
+    );
     let dir = dir();
     if let Ok(state) = State::load() {
         if state.serve_pid.is_some_and(alive) {
             bail!("the local stack is already up; run `cargo xtask local down` first");
         }
+        // What an earlier stack left running (its serve died): stop it, then start afresh.
+        stop_processes(&state).await;
     }
     let faults = match &args.faults {
         Some(path) => read_faults(path)?,
@@ -163,7 +188,12 @@ pub async fn up(args: Up) -> Result<()> {
         ensure!(sftp_dir.is_dir(), "--sftp-dir {} is not a folder", sftp_dir.display());
     }
     for sub in ["logs", "functions", "dist"] {
-        fs::create_dir_all(dir.join(sub)).with_context(|| format!("creating {}", dir.display()))?;
+        let path = dir.join(sub);
+        fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
+    }
+    let stale = dir.join("taken-over.json");
+    if stale.exists() {
+        fs::remove_file(&stale).with_context(|| format!("removing {}", stale.display()))?;
     }
 
     let arch = Arch::host()?;
@@ -187,7 +217,6 @@ pub async fn up(args: Up) -> Result<()> {
         environment: args.set_env.iter().cloned().collect(),
         retry_delay_seconds: args.retry_delay,
         sftp_dir: args.sftp_dir.as_ref().map(|d| d.canonicalize()).transpose()?,
-        taken_over: BTreeSet::new(),
     };
     let started = start_stack(&args, arch, &mut state).await;
     state.save()?;
@@ -215,7 +244,7 @@ async fn start_stack(args: &Up, arch: Arch, state: &mut State) -> Result<()> {
             format!("http://127.0.0.1:{port}")
         }
     };
-    wait_for(&format!("{}/", state.aws_endpoint), "the AWS emulator").await?;
+    wait_for(&format!("{}/", state.aws_endpoint), "the AWS emulator", state.moto_pid).await?;
 
     terraform(&["init", "-input=false", "-no-color"])?;
     let dist = dir.join("dist");
@@ -254,7 +283,8 @@ async fn start_stack(args: &Up, arch: Arch, state: &mut State) -> Result<()> {
     state.save()?;
     state.serve_pid = Some(spawn_serve(&dir.join("logs/serve.log"))?);
     state.save()?;
-    wait_for(&format!("{}/status", state.control_url), "the Lambda emulator").await?;
+    wait_for(&format!("{}/status", state.control_url), "the Lambda emulator", state.serve_pid)
+        .await?;
     Ok(())
 }
 
@@ -373,17 +403,26 @@ async fn stop_processes(state: &State) {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         if !asked || alive(pid) {
-            signal(pid);
+            signal(pid, "-TERM");
+            gone(pid).await;
         }
+        // Its process group holds the functions it started: none may outlive it.
+        signal(pid, "-KILL");
     }
     if let Some(pid) = state.moto_pid {
-        signal(pid);
-        for _ in 0..100 {
-            if !alive(pid) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        signal(pid, "-TERM");
+        gone(pid).await;
+        signal(pid, "-KILL");
+    }
+}
+
+/// Waits (at most 10 s) until a process has exited.
+async fn gone(pid: u32) {
+    for _ in 0..100 {
+        if !alive(pid) {
+            return;
         }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -397,8 +436,12 @@ fn alive(pid: u32) -> bool {
     }
 }
 
-fn signal(pid: u32) {
-    let _ = Command::new("kill").arg(pid.to_string()).stderr(Stdio::null()).status();
+/// Sends a signal to the process group `up` started `pid` in (it leads its own group).
+fn signal(group: u32, signal: &str) {
+    let _ = Command::new("kill")
+        .args([signal, "--", &format!("-{group}")])
+        .stderr(Stdio::null())
+        .status();
 }
 
 fn free_port() -> Result<u16> {
@@ -436,19 +479,20 @@ fn spawn_serve(log: &Path) -> Result<u32> {
         .context("starting the Lambda emulator")
 }
 
-/// Waits (at most 60 s) until `url` answers.
-async fn wait_for(url: &str, what: &str) -> Result<()> {
+/// Waits (at most 60 s) until `url` answers, or the process that should answer exits.
+async fn wait_for(url: &str, what: &str, pid: Option<u32>) -> Result<()> {
+    let logs = dir().join("logs");
     let client = etlgen_runtime::local::reqwest::Client::new();
     for _ in 0..300 {
         if client.get(url).timeout(Duration::from_secs(2)).send().await.is_ok() {
             return Ok(());
         }
+        if pid.is_some_and(|pid| !alive(pid)) {
+            bail!("{what} exited before answering at {url}; see its log in {}", logs.display());
+        }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    bail!(
-        "{what} did not answer at {url} within 60 s; see the logs in {}",
-        dir().join("logs").display()
-    )
+    bail!("{what} did not answer at {url} within 60 s; see the logs in {}", logs.display())
 }
 
 /// Runs terraform in infra/envs/local.
