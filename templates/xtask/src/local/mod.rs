@@ -15,6 +15,8 @@
 //!
 //! Everything lives in `.local/` (state, packages, logs). See docs/local.md.
 
+mod outputs;
+mod processes;
 mod run;
 mod serve;
 mod stack;
@@ -24,7 +26,8 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::Subcommand;
 
-pub use stack::{Outputs, State, StepOutputs};
+pub use outputs::{Outputs, StepOutputs};
+pub use stack::State;
 
 /// `cargo xtask local …`.
 #[derive(Debug, clap::Args)]

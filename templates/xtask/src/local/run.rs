@@ -13,7 +13,8 @@ use etlgen_runtime::local::qualtrics::Stats;
 use etlgen_runtime::local::{aws_sdk_s3, aws_sdk_sqs, reqwest};
 use serde::Serialize;
 
-use super::stack::{Outputs, State};
+use super::outputs::Outputs;
+use super::stack::State;
 
 /// `cargo xtask local run`.
 #[derive(Debug, clap::Args)]

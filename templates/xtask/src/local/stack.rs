@@ -5,8 +5,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
 use etlgen_runtime::local::aws_sdk_secretsmanager;
@@ -14,6 +12,8 @@ use etlgen_runtime::local::lambda::AwsTarget;
 use etlgen_runtime::local::qualtrics::Faults;
 use serde::{Deserialize, Serialize};
 
+use super::outputs::{Outputs, terraform};
+use super::processes::{alive, free_port, spawn_moto, spawn_serve, stop_processes, wait_for};
 use crate::package::{Arch, Builder, Package};
 
 /// The folder of the local stack, at the workspace root.
@@ -385,199 +385,6 @@ pub async fn down() -> Result<()> {
     fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
     println!("The local stack is down.");
     Ok(())
-}
-
-/// Stops `serve` (through its control API, then by signal) and the AWS emulator `up` started.
-async fn stop_processes(state: &State) {
-    if let Some(pid) = state.serve_pid {
-        let asked = etlgen_runtime::local::reqwest::Client::new()
-            .post(format!("{}/shutdown", state.control_url))
-            .timeout(Duration::from_secs(5))
-            .send()
-            .await
-            .is_ok();
-        for _ in 0..100 {
-            if !alive(pid) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        if !asked || alive(pid) {
-            signal(pid, "-TERM");
-            gone(pid).await;
-        }
-        // Its process group holds the functions it started: none may outlive it.
-        signal(pid, "-KILL");
-    }
-    if let Some(pid) = state.moto_pid {
-        signal(pid, "-TERM");
-        gone(pid).await;
-        signal(pid, "-KILL");
-    }
-}
-
-/// Waits (at most 10 s) until a process has exited.
-async fn gone(pid: u32) {
-    for _ in 0..100 {
-        if !alive(pid) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Whether a process is still running (and not a zombie).
-fn alive(pid: u32) -> bool {
-    match fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat.rsplit(')').next().unwrap_or_default().trim_start().starts_with('Z'),
-        Err(_) => {
-            Command::new("kill").args(["-0", &pid.to_string()]).status().is_ok_and(|s| s.success())
-        }
-    }
-}
-
-/// Sends a signal to the process group `up` started `pid` in (it leads its own group).
-fn signal(group: u32, signal: &str) {
-    let _ = Command::new("kill")
-        .args([signal, "--", &format!("-{group}")])
-        .stderr(Stdio::null())
-        .status();
-}
-
-fn free_port() -> Result<u16> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
-    Ok(listener.local_addr()?.port())
-}
-
-fn detached(command: &mut Command, log: &Path) -> Result<u32> {
-    let file = fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .with_context(|| format!("opening {}", log.display()))?;
-    command.stdin(Stdio::null()).stdout(file.try_clone()?).stderr(file);
-    #[cfg(unix)]
-    std::os::unix::process::CommandExt::process_group(command, 0);
-    let child = command.spawn()?;
-    Ok(child.id())
-}
-
-fn spawn_moto(port: u16, log: &Path) -> Result<u32> {
-    let program = std::env::var_os("MOTO_SERVER").unwrap_or_else(|| "moto_server".into());
-    detached(Command::new(&program).args(["-H", "127.0.0.1", "-p", &port.to_string()]), log)
-        .with_context(|| {
-            format!(
-                "starting {} (install it with `pip install 'moto[server]'`, or pass --endpoint)",
-                Path::new(&program).display()
-            )
-        })
-}
-
-fn spawn_serve(log: &Path) -> Result<u32> {
-    let exe = std::env::current_exe().context("finding the xtask binary")?;
-    detached(Command::new(exe).args(["local", "serve"]).current_dir(root()), log)
-        .context("starting the Lambda emulator")
-}
-
-/// Waits (at most 60 s) until `url` answers, or the process that should answer exits.
-async fn wait_for(url: &str, what: &str, pid: Option<u32>) -> Result<()> {
-    let logs = dir().join("logs");
-    let client = etlgen_runtime::local::reqwest::Client::new();
-    for _ in 0..300 {
-        if client.get(url).timeout(Duration::from_secs(2)).send().await.is_ok() {
-            return Ok(());
-        }
-        if pid.is_some_and(|pid| !alive(pid)) {
-            bail!("{what} exited before answering at {url}; see its log in {}", logs.display());
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    bail!("{what} did not answer at {url} within 60 s; see the logs in {}", logs.display())
-}
-
-/// Runs terraform in infra/envs/local.
-pub fn terraform(args: &[&str]) -> Result<String> {
-    let out = Command::new("terraform")
-        .arg(format!("-chdir={}", env_dir().display()))
-        .args(args)
-        .stderr(Stdio::inherit())
-        .output()
-        .context("running terraform (is it installed and on PATH?)")?;
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    if !out.status.success() {
-        bail!("terraform {} failed:\n{stdout}", args.first().unwrap_or(&""));
-    }
-    Ok(stdout)
-}
-
-/// The outputs of infra/envs/local.
-#[derive(Debug, Clone, Deserialize)]
-pub struct Outputs {
-    pub region: String,
-    /// The pipeline's name (`[pipeline] name`).
-    pub pipeline: String,
-    pub data_bucket: String,
-    pub landing_bucket: Option<String>,
-    /// Where a run starts (the SFTP poller's queue for an SFTP source).
-    pub entry: Option<Entry>,
-    /// The step that reads input files (where a replay goes).
-    pub input: Option<Entry>,
-    /// The steps in pipeline order.
-    pub step_order: Vec<String>,
-    pub steps: BTreeMap<String, StepOutputs>,
-    #[serde(default)]
-    pub secret_names: Vec<String>,
-}
-
-/// Where a run starts.
-#[derive(Debug, Clone, Deserialize)]
-pub struct Entry {
-    pub source: String,
-    pub step: String,
-    pub queue_url: String,
-}
-
-/// One step's resources.
-#[derive(Debug, Clone, Deserialize)]
-pub struct StepOutputs {
-    pub queue_url: String,
-    pub queue_arn: String,
-    pub dlq_url: String,
-    pub dlq_arn: String,
-    pub function_name: String,
-}
-
-impl Outputs {
-    /// The outputs of infra/envs/local.
-    pub fn load() -> Result<Outputs> {
-        Outputs::from_json(&terraform(&["output", "-json", "-no-color"])?)
-    }
-
-    /// The outputs of infra/envs/<env>, a deployed environment (its backend must be
-    /// reachable with the current credentials).
-    pub fn load_env(env: &str) -> Result<Outputs> {
-        let dir = root().join("infra/envs").join(env);
-        ensure!(dir.is_dir(), "no environment {env:?}: infra/envs/{env} does not exist");
-        let out = Command::new("terraform")
-            .arg(format!("-chdir={}", dir.display()))
-            .args(["output", "-json", "-no-color"])
-            .stderr(Stdio::inherit())
-            .output()
-            .context("running terraform (is it installed and on PATH?)")?;
-        ensure!(
-            out.status.success(),
-            "terraform output failed in infra/envs/{env} (run `terraform init` there first)"
-        );
-        Outputs::from_json(&String::from_utf8_lossy(&out.stdout))
-    }
-
-    fn from_json(json: &str) -> Result<Outputs> {
-        let raw: BTreeMap<String, serde_json::Value> = serde_json::from_str(json)?;
-        let values: serde_json::Map<String, serde_json::Value> =
-            raw.into_iter().map(|(k, v)| (k, v["value"].clone())).collect();
-        serde_json::from_value(serde_json::Value::Object(values))
-            .context("reading the Terraform outputs (was the environment applied?)")
-    }
 }
 
 fn unzip_bootstrap(zip_path: &Path, into: &Path) -> Result<PathBuf> {

@@ -19,12 +19,15 @@ use anyhow::{Context, Result, bail, ensure};
 use etlgen_runtime::envelope::{Envelope, LogicalDate, RunId};
 use etlgen_runtime::kinds::RunManifest;
 use etlgen_runtime::kinds::validator::Source;
-use etlgen_runtime::local::aws_sdk_sqs::types::{
-    DeleteMessageBatchRequestEntry, MessageSystemAttributeName, SendMessageBatchRequestEntry,
-};
 use etlgen_runtime::local::{aws_config, aws_sdk_s3, aws_sdk_sqs};
 
 use crate::local::{Outputs, State};
+
+mod redrive;
+mod runs;
+
+pub use redrive::redrive;
+pub use runs::runs;
 
 /// Which environment an operation acts on.
 #[derive(Debug, clap::Args)]
@@ -154,119 +157,6 @@ impl Env {
 
 fn block_on<F: std::future::Future<Output = Result<()>>>(future: F) -> Result<()> {
     tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(future)
-}
-
-pub fn redrive(args: Redrive) -> Result<()> {
-    block_on(async {
-        let env = Env::open(&args.target).await?;
-        let step = env.step(&args.step)?;
-        let task = env
-            .sqs
-            .start_message_move_task()
-            .source_arn(&step.dlq_arn)
-            .destination_arn(&step.queue_arn)
-            .send()
-            .await;
-        match task {
-            Ok(task) => {
-                println!(
-                    "Started moving the dead letters of {} back to its queue (task {}); `aws sqs list-message-move-tasks --source-arn {}` shows its progress.",
-                    args.step,
-                    task.task_handle().unwrap_or("?"),
-                    step.dlq_arn
-                );
-                return Ok(());
-            }
-            Err(e) => eprintln!(
-                "StartMessageMoveTask is not available here ({}); moving the messages one batch at a time instead.",
-                aws_sdk_sqs::error::DisplayErrorContext(e)
-            ),
-        }
-        let moved = move_messages(&env.sqs, &step.dlq_url, &step.queue_url).await?;
-        println!("Moved {moved} dead-letter messages of {} back to its queue.", args.step);
-        Ok(())
-    })
-}
-
-/// Receives from `from` and re-sends to `to` (body, attributes, FIFO group), deleting each
-/// message only once it is sent, until `from` is empty. A crash in between can duplicate a
-/// message, never lose one; the steps are idempotent.
-async fn move_messages(sqs: &aws_sdk_sqs::Client, from: &str, to: &str) -> Result<u64> {
-    let fifo = to.ends_with(".fifo");
-    let mut moved = 0;
-    let mut empty_polls = 0;
-    while empty_polls < 2 {
-        let received = sqs
-            .receive_message()
-            .queue_url(from)
-            .max_number_of_messages(10)
-            .wait_time_seconds(1)
-            .visibility_timeout(60)
-            .message_system_attribute_names(MessageSystemAttributeName::All)
-            .message_attribute_names("All")
-            .send()
-            .await
-            .map_err(crate::sdk_error)
-            .with_context(|| format!("receiving from {from}"))?;
-        let messages = received.messages();
-        if messages.is_empty() {
-            empty_polls += 1;
-            continue;
-        }
-        empty_polls = 0;
-        let mut sends = Vec::new();
-        for (i, m) in messages.iter().enumerate() {
-            let attribute = |name: MessageSystemAttributeName| {
-                m.attributes().and_then(|a| a.get(&name)).cloned()
-            };
-            let mut entry = SendMessageBatchRequestEntry::builder()
-                .id(i.to_string())
-                .message_body(m.body().unwrap_or_default())
-                .set_message_attributes(m.message_attributes().cloned());
-            if fifo {
-                entry = entry
-                    .message_group_id(
-                        attribute(MessageSystemAttributeName::MessageGroupId)
-                            .unwrap_or_else(|| "redrive".into()),
-                    )
-                    .message_deduplication_id(m.message_id().unwrap_or_default());
-            }
-            sends.push(entry.build()?);
-        }
-        let sent = sqs
-            .send_message_batch()
-            .queue_url(to)
-            .set_entries(Some(sends))
-            .send()
-            .await
-            .map_err(crate::sdk_error)
-            .with_context(|| format!("sending to {to}"))?;
-        ensure!(
-            sent.failed().is_empty(),
-            "{} messages could not be sent to {to}; they stay in {from}",
-            sent.failed().len()
-        );
-        let deletes = messages
-            .iter()
-            .enumerate()
-            .filter_map(|(i, m)| {
-                DeleteMessageBatchRequestEntry::builder()
-                    .id(i.to_string())
-                    .receipt_handle(m.receipt_handle()?)
-                    .build()
-                    .ok()
-            })
-            .collect();
-        sqs.delete_message_batch()
-            .queue_url(from)
-            .set_entries(Some(deletes))
-            .send()
-            .await
-            .map_err(crate::sdk_error)
-            .with_context(|| format!("deleting the moved messages from {from}"))?;
-        moved += messages.len() as u64;
-    }
-    Ok(moved)
 }
 
 /// A run in the raw zone.
@@ -439,94 +329,6 @@ pub fn backfill(args: Backfill) -> Result<()> {
             replay_run(&env, raw, None).await?;
         }
         println!("Backfill of {} to {}: {} runs replayed.", args.from, args.to, runs.len());
-        Ok(())
-    })
-}
-
-/// How far one run got.
-#[derive(Debug, serde::Serialize)]
-struct RunState {
-    logical_date: String,
-    run_id: String,
-    rows: Option<u64>,
-    rejected: Option<u64>,
-    batches: Option<u64>,
-    batches_imported: u64,
-    steps: BTreeMap<String, String>,
-}
-
-pub fn runs(args: Runs) -> Result<()> {
-    block_on(async {
-        let env = Env::open(&args.target).await?;
-        let keys = env.list("runs/").await?;
-        let mut by_run: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
-        for key in keys {
-            let mut parts = key.splitn(4, '/');
-            let (_, Some(date), Some(run), Some(rest)) =
-                (parts.next(), parts.next(), parts.next(), parts.next())
-            else {
-                continue;
-            };
-            by_run.entry((date.to_owned(), run.to_owned())).or_default().push(rest.to_owned());
-        }
-        let mut states = Vec::new();
-        for ((date, run), files) in by_run.into_iter().rev().take(args.limit) {
-            let manifest_key = format!("runs/{date}/{run}/manifest.json");
-            let manifest: Option<RunManifest> = match env.read(&manifest_key).await? {
-                Some(bytes) => Some(
-                    serde_json::from_slice(&bytes)
-                        .with_context(|| format!("reading {manifest_key}"))?,
-                ),
-                None => None,
-            };
-            let imported = files.iter().filter(|f| f.starts_with("batches/")).count() as u64;
-            let mut steps = BTreeMap::new();
-            for step in &env.outputs.step_order {
-                let state = if files.iter().any(|f| f == &format!("{step}/result.json")) {
-                    "done".to_owned()
-                } else if files.iter().any(|f| f.starts_with(&format!("{step}/"))) {
-                    "started".to_owned()
-                } else {
-                    "-".to_owned()
-                };
-                steps.insert(step.clone(), state);
-            }
-            states.push(RunState {
-                logical_date: date,
-                run_id: run,
-                rows: manifest.as_ref().map(|m| m.valid + m.rejected),
-                rejected: manifest.as_ref().map(|m| m.rejected),
-                batches: manifest.as_ref().map(|m| m.batches),
-                batches_imported: imported,
-                steps,
-            });
-        }
-        if args.json {
-            println!("{}", serde_json::to_string_pretty(&states)?);
-            return Ok(());
-        }
-        println!(
-            "{:<10}  {:<36}  {:>8}  {:>8}  {:>9}  steps",
-            "date", "run", "rows", "rejected", "imported"
-        );
-        for s in &states {
-            let opt = |v: Option<u64>| v.map_or("-".to_owned(), |v| v.to_string());
-            let steps: Vec<String> = s
-                .steps
-                .iter()
-                .filter(|(_, v)| *v != "-")
-                .map(|(k, v)| format!("{k}:{v}"))
-                .collect();
-            println!(
-                "{:<10}  {:<36}  {:>8}  {:>8}  {:>9}  {}",
-                s.logical_date,
-                s.run_id,
-                opt(s.rows),
-                opt(s.rejected),
-                format!("{}/{}", s.batches_imported, opt(s.batches)),
-                steps.join(" ")
-            );
-        }
         Ok(())
     })
 }
