@@ -1183,8 +1183,8 @@ async fn list_endpoints_page_with_full_next_page_urls() {
         .unwrap_err();
     assert!(bad_size.to_string().contains("HTTP 400"));
     let stats = mock.stats();
-    assert_eq!(stats.calls_to("list_mailing_lists"), 4);
-    assert_eq!(stats.calls_to("list_distributions"), 5);
+    assert_eq!(stats.calls_to(endpoint::LIST_MAILING_LISTS), 4);
+    assert_eq!(stats.calls_to(endpoint::LIST_DISTRIBUTIONS), 5);
 }
 
 #[tokio::test]

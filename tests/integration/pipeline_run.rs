@@ -225,8 +225,10 @@ impl Drop for Turn {
 /// `n` contacts, `bad` of them with an invalid e-mail, ids prefixed `prefix`.
 fn contacts(prefix: &str, n: usize, bad: usize) -> String {
     let mut text = String::from("external_id,email,first_name,last_name\n");
+    // Every `every`-th row is invalid, `bad` of them in all.
+    let every = (n / bad.max(1)).max(1);
     for i in 0..n {
-        let email = if i % (n / bad.max(1)).max(1) == 0 && i / (n / bad.max(1)).max(1) < bad {
+        let email = if bad > 0 && i % every == 0 && i / every < bad {
             "not-an-email".to_owned()
         } else {
             format!("{prefix}{i}@example.com")

@@ -84,4 +84,24 @@ mod tests {
         assert_eq!((args.arch, args.version.as_deref()), (Arch::X86_64, Some("v2")));
         assert!(Cli::try_parse_from(["xtask", "package", "--arch", "sparc"]).is_err());
     }
+
+    #[test]
+    fn bad_arguments_are_refused_naming_the_flag() {
+        let cases: [(&[&str], &str); 5] = [
+            (
+                &["local", "run", "--input", "f.csv", "--logical-date", "2024-13-01"],
+                "--logical-date",
+            ),
+            (&["local", "run"], "--input"),
+            (&["local", "up", "--set-env", "NO_EQUALS_SIGN"], "--set-env"),
+            (&["backfill", "--from", "yesterday", "--to", "2024-05-01"], "--from"),
+            (&["replay"], "--run"),
+        ];
+        for (args, flag) in cases {
+            let error = Cli::try_parse_from(std::iter::once("xtask").chain(args.iter().copied()))
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains(flag), "{args:?}: {error}");
+        }
+    }
 }

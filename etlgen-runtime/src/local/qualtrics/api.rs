@@ -145,7 +145,7 @@ fn route(method: &str, path: &str) -> (&'static str, Option<Route>) {
             (endpoint::CREATE_MAILING_LIST, CreateList { dir: s(dir) })
         }
         ("GET", ["directories", dir, "mailinglists"]) => {
-            ("list_mailing_lists", ListLists { dir: s(dir) })
+            (endpoint::LIST_MAILING_LISTS, ListLists { dir: s(dir) })
         }
         (
             "POST",
@@ -182,7 +182,7 @@ fn route(method: &str, path: &str) -> (&'static str, Option<Route>) {
             },
         ),
         ("POST", ["distributions"]) => (endpoint::CREATE_DISTRIBUTION, CreateDistribution),
-        ("GET", ["distributions"]) => ("list_distributions", ListDistributions),
+        ("GET", ["distributions"]) => (endpoint::LIST_DISTRIBUTIONS, ListDistributions),
         ("POST", ["surveys", survey, "import-responses"]) => (
             endpoint::IMPORT_RESPONSES,
             ImportResponses { survey: s(survey) },

@@ -195,7 +195,7 @@ pub struct Stats {
     /// Every call under `/API/v3/`.
     pub total_calls: u64,
     /// Calls by endpoint name: the framework's names ([`crate::qualtrics::endpoint`]) where
-    /// they exist, else `list_mailing_lists`, `list_distributions` or `unknown`.
+    /// they exist, else `unknown`.
     pub calls: BTreeMap<String, u64>,
     /// Injected faults by kind (`429`, `500`, `poison`, `slow`, `malformed`).
     pub faults: BTreeMap<FaultKind, u64>,
