@@ -1,7 +1,7 @@
 //! Validator throughput and peak memory, beside the raw `csv` crate on the same file.
 //!
 //! ```sh
-//! cargo run --release -p etlgen-runtime --example bench_validator -- <csv|validator|validator-dedup|validator-no-output> <MB> [dir]
+//! cargo run --release -p etlgen-runtime --example bench_validator -- <csv|validator|validator-dedup|validator-no-output|validator-records> <MB> [dir]
 //! ```
 //!
 //! Each run measures one mode and one size in a fresh process, because peak RSS (`VmHWM`)
@@ -32,12 +32,27 @@ use etlgen_runtime::{Envelope, LogicalDate, RunId, StepError};
 struct Defaults;
 impl Hooks for Defaults {}
 
-/// Drops every batch: isolates reading and checking from building the messages.
+/// Drops every batch: reading and checking without building the messages. Overriding
+/// `choose_output` makes the validator build each batch's `Record`s for it.
 #[derive(Debug, Default)]
 struct NoOutput;
 impl Hooks for NoOutput {
     fn choose_output(&self, _: RecordBatch, _: u64) -> Vec<Output<RecordBatch>> {
         Vec::new()
+    }
+}
+
+/// Overrides `validate_row` with the default check: every row is a `Record`, as for any
+/// client that overrides a row hook.
+#[derive(Debug, Default)]
+struct RowsAsRecords;
+impl Hooks for RowsAsRecords {
+    fn validate_row(
+        &self,
+        row: &mut etlgen_runtime::kinds::Record,
+        settings: &etlgen_runtime::kinds::validator::Settings,
+    ) -> Result<(), String> {
+        etlgen_runtime::kinds::validator::validate_row(row, settings)
     }
 }
 
@@ -189,7 +204,7 @@ fn main() -> Result<(), etlgen_runtime::Error> {
             }
             rows
         }
-        "validator" | "validator-dedup" | "validator-no-output" => {
+        "validator" | "validator-dedup" | "validator-no-output" | "validator-records" => {
             let mut toml = CONFIG.to_owned();
             if mode == "validator-dedup" {
                 toml.push_str("primary_key = \"id\"\n");
@@ -225,6 +240,9 @@ fn main() -> Result<(), etlgen_runtime::Error> {
             let response = if mode == "validator-no-output" {
                 let runner = Runner::<Validator<NoOutput>>::new("validate", config, services)?;
                 runtime.block_on(runner.handle_event(event))
+            } else if mode == "validator-records" {
+                let runner = Runner::<Validator<RowsAsRecords>>::new("validate", config, services)?;
+                runtime.block_on(runner.handle_event(event))
             } else {
                 let runner = Runner::<Validator<Defaults>>::new("validate", config, services)?;
                 runtime.block_on(runner.handle_event(event))
@@ -240,7 +258,7 @@ fn main() -> Result<(), etlgen_runtime::Error> {
             manifest.valid + manifest.rejected
         }
         other => {
-            let modes = "csv, validator, validator-dedup or validator-no-output";
+            let modes = "csv, validator, validator-dedup, validator-no-output or validator-records";
             return Err(format!("unknown mode {other}: {modes}").into());
         }
     };

@@ -8,20 +8,27 @@
 //! run manifest, *before* sending the last batch, so the fan-in downstream never depends on
 //! timing.
 
+mod compact;
+mod defaults;
 pub mod read;
+mod run;
 pub mod schema;
-
-use std::collections::HashSet;
-use std::hash::{BuildHasherDefault, Hash, Hasher};
+mod seen;
+#[cfg(test)]
+mod tests;
 
 use serde::{Deserialize, Serialize};
 
 use crate::envelope::{Envelope, RunId};
 use crate::error::StepError;
 use crate::kinds::sources::{http, s3};
-use crate::kinds::{Output, Record, RecordBatch, RunManifest, emit_all, manifest_key, write_state};
+use crate::kinds::{Output, Record, RecordBatch};
 use crate::step::{InitContext, Message, Step, StepContext};
 use crate::zones;
+
+use defaults::Hook;
+use read::RawRow;
+use run::RunState;
 
 pub use read::Format;
 pub use schema::{Column, ColumnType};
@@ -87,6 +94,10 @@ pub enum Source {
 }
 
 /// The client's hooks of a validator. Every method has a default.
+///
+/// When `validate_row` and `map` keep their defaults, the validator checks CSV rows without
+/// building a [`Record`] for each, and builds a batch's records only for a `choose_output`
+/// override; the outputs are the same.
 pub trait Hooks: Send + Sync + 'static {
     /// Turns a message into a run.
     ///
@@ -105,6 +116,7 @@ pub trait Hooks: Send + Sync + 'static {
     ///
     /// By default it applies the declared columns; see [`validate_row`].
     fn validate_row(&self, row: &mut Record, settings: &Settings) -> Result<(), String> {
+        defaults::ran::<Self>(Hook::ValidateRow);
         validate_row(row, settings)
     }
 
@@ -112,6 +124,7 @@ pub trait Hooks: Send + Sync + 'static {
     ///
     /// By default the row is unchanged; see [`map`].
     fn map(&self, row: Record) -> Result<Record, String> {
+        defaults::ran::<Self>(Hook::Map);
         map(row)
     }
 
@@ -119,6 +132,7 @@ pub trait Hooks: Send + Sync + 'static {
     ///
     /// By default one output per batch, keyed `batch-000001`, …; see [`choose_output`].
     fn choose_output(&self, batch: RecordBatch, batch_number: u64) -> Vec<Output<RecordBatch>> {
+        defaults::ran::<Self>(Hook::ChooseOutput);
         choose_output(batch, batch_number)
     }
 }
@@ -194,7 +208,11 @@ pub fn map(row: Record) -> Result<Record, String> {
 
 /// The default of [`Hooks::choose_output`]: one output per batch.
 pub fn choose_output(batch: RecordBatch, batch_number: u64) -> Vec<Output<RecordBatch>> {
-    vec![Output::new(format!("batch-{batch_number:06}"), batch)]
+    vec![Output::new(batch_key(batch_number), batch)]
+}
+
+fn batch_key(batch_number: u64) -> String {
+    format!("batch-{batch_number:06}")
 }
 
 /// The validator step.
@@ -245,11 +263,14 @@ impl<H: Hooks + Default> Step for Validator<H> {
             .map_err(|e| StepError::retryable(format!("reading {raw_key}")).with_source(e))?;
         let mut run = RunState::new(self, input, cx);
         while let Some((line, row)) = rows
-            .next()
+            .next_raw()
             .await
             .map_err(|e| StepError::retryable(format!("reading {raw_key}")).with_source(e))?
         {
-            run.row(line, row).await?;
+            match row {
+                RawRow::Csv { headers, record } => run.csv_row(line, headers, record).await?,
+                other => run.row(line, other.into_record()).await?,
+            }
         }
         run.finish().await
     }
@@ -287,197 +308,4 @@ async fn store_raw(
             Ok((raw, format))
         }
     }
-}
-
-struct RunState<'a, H> {
-    step: &'a Validator<H>,
-    input: &'a Envelope<Source>,
-    cx: &'a StepContext,
-    batch: Vec<Record>,
-    batches: u64,
-    pending: Vec<Output<RecordBatch>>,
-    emitted: u64,
-    valid: u64,
-    rejected: u64,
-    seen: HashSet<u64, BuildHasherDefault<Prehashed>>,
-    report: csv::Writer<Vec<u8>>,
-    report_rows: usize,
-    reports: u64,
-}
-
-impl<'a, H: Hooks> RunState<'a, H> {
-    fn new(step: &'a Validator<H>, input: &'a Envelope<Source>, cx: &'a StepContext) -> Self {
-        Self {
-            step,
-            input,
-            cx,
-            batch: Vec::new(),
-            batches: 0,
-            pending: Vec::new(),
-            emitted: 0,
-            valid: 0,
-            rejected: 0,
-            seen: HashSet::default(),
-            report: report_writer(),
-            report_rows: 0,
-            reports: 0,
-        }
-    }
-
-    async fn row(&mut self, line: u64, row: Result<Record, String>) -> Result<(), StepError> {
-        let hooks = &self.step.hooks;
-        let mut row = match row {
-            Ok(row) => row,
-            Err(reason) => return self.reject(line, &reason, None).await,
-        };
-        if let Err(reason) = hooks
-            .validate_row(&mut row, &self.step.settings)
-            .and_then(|()| self.dedup(&row))
-        {
-            return self.reject(line, &reason, Some(&row)).await;
-        }
-        match hooks.map(row) {
-            Ok(row) => {
-                self.valid += 1;
-                self.batch.push(row);
-                if self.batch.len() >= self.step.settings.batch_size.max(1) {
-                    self.cut_batch().await?;
-                }
-            }
-            Err(reason) => self.reject(line, &reason, None).await?,
-        }
-        Ok(())
-    }
-
-    fn dedup(&mut self, row: &Record) -> Result<(), String> {
-        let Some(column) = &self.step.settings.primary_key else {
-            return Ok(());
-        };
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        match row.get(column) {
-            Some(serde_json::Value::String(s)) => s.hash(&mut hasher),
-            Some(other) => other.to_string().hash(&mut hasher),
-            None => "".hash(&mut hasher),
-        }
-        if self.seen.insert(hasher.finish()) {
-            Ok(())
-        } else {
-            let key = row.get(column).map(|v| v.to_string()).unwrap_or_default();
-            Err(format!("duplicate primary key {column} = {key}"))
-        }
-    }
-
-    /// Closes the current batch; the previous one is sent, this one is held back so the
-    /// manifest is always written before the last batch leaves.
-    async fn cut_batch(&mut self) -> Result<(), StepError> {
-        self.batches += 1;
-        let batch = RecordBatch {
-            records: std::mem::take(&mut self.batch),
-        };
-        let outputs = self.step.hooks.choose_output(batch, self.batches);
-        let previous = std::mem::replace(&mut self.pending, outputs);
-        self.emitted += previous.len() as u64;
-        emit_all(self.input, previous, self.cx).await
-    }
-
-    async fn reject(
-        &mut self,
-        line: u64,
-        reason: &str,
-        row: Option<&Record>,
-    ) -> Result<(), StepError> {
-        self.rejected += 1;
-        self.report_rows += 1;
-        let record = row
-            .map(|r| serde_json::Value::Object(r.clone()).to_string())
-            .unwrap_or_default();
-        self.report
-            .write_record([line.to_string().as_str(), reason, record.as_str()])
-            .map_err(|e| StepError::retryable("writing the report").with_source(e))?;
-        if self.report_rows >= self.step.settings.report_rows.max(1) {
-            self.flush_report().await?;
-        }
-        Ok(())
-    }
-
-    async fn flush_report(&mut self) -> Result<(), StepError> {
-        if self.report_rows == 0 {
-            return Ok(());
-        }
-        self.reports += 1;
-        let writer = std::mem::replace(&mut self.report, report_writer());
-        let body = writer
-            .into_inner()
-            .map_err(|e| StepError::retryable("writing the report").with_source(e.into_error()))?;
-        let key = self.report_key(&format!("rejected-{:06}.csv", self.reports));
-        self.report_rows = 0;
-        self.cx
-            .services()
-            .objects
-            .put(self.cx.data_bucket(), &key, body.into())
-            .await
-    }
-
-    fn report_key(&self, name: &str) -> String {
-        zones::report(
-            self.input.logical_date,
-            &self.input.run_id,
-            self.cx.step_name(),
-            name,
-        )
-    }
-
-    async fn finish(mut self) -> Result<(), StepError> {
-        if !self.batch.is_empty() {
-            self.cut_batch().await?;
-        }
-        self.flush_report().await?;
-        let manifest = RunManifest {
-            batches: self.emitted + self.pending.len() as u64,
-            valid: self.valid,
-            rejected: self.rejected,
-        };
-        write_state(self.cx, &self.report_key("summary.json"), &manifest).await?;
-        write_state(
-            self.cx,
-            &manifest_key(self.input.logical_date, &self.input.run_id),
-            &manifest,
-        )
-        .await?;
-        tracing::info!(
-            valid = self.valid,
-            rejected = self.rejected,
-            batches = manifest.batches,
-            "validated"
-        );
-        emit_all(self.input, std::mem::take(&mut self.pending), self.cx).await
-    }
-}
-
-/// The hasher of the seen-keys set, whose keys are already SipHash values: hashing them a
-/// second time would only cost time. (No crate offers this four-line identity hasher.)
-#[derive(Default)]
-struct Prehashed(u64);
-
-impl Hasher for Prehashed {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
-}
-
-fn report_writer() -> csv::Writer<Vec<u8>> {
-    let mut writer = csv::Writer::from_writer(Vec::new());
-    // Writing to a Vec cannot fail.
-    let _ = writer.write_record(["line", "reason", "record"]);
-    writer
 }

@@ -108,6 +108,14 @@ impl Rows {
 
     /// The next row; `None` at the end. An I/O error ends the read: the file must be retried.
     pub async fn next(&mut self) -> std::io::Result<Option<RowRead>> {
+        Ok(self
+            .next_raw()
+            .await?
+            .map(|(number, row)| (number, row.into_record())))
+    }
+
+    /// The next row as read, before any record is built from it; `None` at the end.
+    pub async fn next_raw(&mut self) -> std::io::Result<Option<(u64, RawRow<'_>)>> {
         match self {
             Rows::Csv {
                 reader,
@@ -118,16 +126,12 @@ impl Rows {
                 *number += 1;
                 match reader.read_record(record).await {
                     Ok(false) => Ok(None),
-                    Ok(true) => Ok(Some((
-                        *number,
-                        Ok(headers
-                            .iter()
-                            .zip(record.iter())
-                            .map(|(h, v)| (h.to_owned(), serde_json::Value::String(v.to_owned())))
-                            .collect()),
-                    ))),
+                    Ok(true) => Ok(Some((*number, RawRow::Csv { headers, record }))),
                     Err(e) if e.is_io_error() => Err(io(e)),
-                    Err(e) => Ok(Some((*number, Err(format!("unreadable CSV row: {e}"))))),
+                    Err(e) => Ok(Some((
+                        *number,
+                        RawRow::Unreadable(format!("unreadable CSV row: {e}")),
+                    ))),
                 }
             }
             Rows::Jsonl { lines, number } => loop {
@@ -138,10 +142,43 @@ impl Rows {
                 if line.trim().is_empty() {
                     continue;
                 }
-                let row = serde_json::from_str::<Record>(&line)
-                    .map_err(|e| format!("invalid JSON object: {e}"));
+                let row = match serde_json::from_str::<Record>(&line) {
+                    Ok(record) => RawRow::Record(record),
+                    Err(e) => RawRow::Unreadable(format!("invalid JSON object: {e}")),
+                };
                 return Ok(Some((*number, row)));
             },
+        }
+    }
+}
+
+/// One row as read by [`Rows::next_raw`].
+#[derive(Debug)]
+pub enum RawRow<'a> {
+    /// A CSV record and the header it is read against.
+    Csv {
+        /// The header row.
+        headers: &'a csv_async::StringRecord,
+        /// The record.
+        record: &'a csv_async::StringRecord,
+    },
+    /// A JSON object.
+    Record(Record),
+    /// Why the row cannot be read.
+    Unreadable(String),
+}
+
+impl RawRow<'_> {
+    /// The row as a record (column name to text, for CSV), or why it is unreadable.
+    pub fn into_record(self) -> Result<Record, String> {
+        match self {
+            RawRow::Csv { headers, record } => Ok(headers
+                .iter()
+                .zip(record.iter())
+                .map(|(h, v)| (h.to_owned(), serde_json::Value::String(v.to_owned())))
+                .collect()),
+            RawRow::Record(record) => Ok(record),
+            RawRow::Unreadable(reason) => Err(reason),
         }
     }
 }

@@ -1,0 +1,362 @@
+//! Batches of CSV rows kept as text, for runs whose row hooks are the defaults.
+//!
+//! Building a `Record` (a JSON map with an owned key and value per cell) for every row, and
+//! serializing it again, cost most of the validator's time. When no client hook sees single
+//! rows (see `defaults`), a batch is instead one text buffer and one cell per value, in the
+//! order a `Record` would hold them; the default checks run on the cells, and the batch
+//! serializes to the same JSON as the `RecordBatch` it stands for, which is built only when
+//! a client hook asks for it.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use serde::ser::{SerializeMap, SerializeSeq, SerializeStruct};
+use serde::{Serialize, Serializer};
+use serde_json::Value;
+
+use super::schema::{self, Column, ValueRef};
+use crate::kinds::{Record, RecordBatch};
+
+/// Where a file's columns go, worked out once from its header.
+#[derive(Debug)]
+pub(super) struct Plan {
+    /// The distinct column names, sorted as a `Record` sorts them.
+    keys: Arc<[String]>,
+    /// For each key, the field it is read from (the last of equal names, as in a `Record`).
+    fields: Vec<usize>,
+    /// For each declared column, its key's position, if the header has it.
+    columns: Vec<Option<usize>>,
+    /// The primary key's position, if the header has it.
+    primary_key: Option<usize>,
+}
+
+impl Plan {
+    pub(super) fn new<'h>(
+        header: impl IntoIterator<Item = &'h str>,
+        columns: &[Column],
+        primary_key: Option<&str>,
+    ) -> Self {
+        let mut named: Vec<(&str, usize)> = header.into_iter().zip(0..).collect();
+        named.sort_by(|a, b| a.0.cmp(b.0));
+        let mut keys = Vec::with_capacity(named.len());
+        let mut fields = Vec::with_capacity(named.len());
+        for (i, &(name, field)) in named.iter().enumerate() {
+            if named.get(i + 1).is_some_and(|next| next.0 == name) {
+                continue;
+            }
+            keys.push(name.to_owned());
+            fields.push(field);
+        }
+        let position = |name: &str| keys.binary_search_by(|k| k.as_str().cmp(name)).ok();
+        Self {
+            columns: columns.iter().map(|c| position(&c.name)).collect(),
+            primary_key: primary_key.and_then(position),
+            keys: keys.into(),
+            fields,
+        }
+    }
+
+    /// An empty batch of this file's rows.
+    pub(super) fn batch(&self) -> CompactBatch {
+        CompactBatch {
+            keys: self.keys.clone(),
+            text: String::new(),
+            cells: Vec::new(),
+            rows: 0,
+            pending_text: 0,
+        }
+    }
+}
+
+/// One value: a range of the batch's text, or a converted value.
+#[derive(Debug, Clone)]
+enum Cell {
+    Text(usize, usize),
+    Value(Value),
+}
+
+/// Rows of one file, the payload of one output. Rows are added one at a time: `push`,
+/// then `check`, then `commit` or `discard`.
+#[derive(Debug, Clone)]
+pub(super) struct CompactBatch {
+    keys: Arc<[String]>,
+    text: String,
+    cells: Vec<Cell>,
+    rows: usize,
+    /// Where the pending row's text starts.
+    pending_text: usize,
+}
+
+impl CompactBatch {
+    /// The committed rows.
+    pub(super) fn len(&self) -> usize {
+        self.rows
+    }
+
+    /// Adds a row, pending until `commit` or `discard`: `text` is the row's fields end to
+    /// end, and `field(i)` where field `i` lies in it (as `csv::StringRecord` has them).
+    pub(super) fn push(
+        &mut self,
+        plan: &Plan,
+        text: &str,
+        field: impl Fn(usize) -> Option<Range<usize>>,
+    ) {
+        let base = self.text.len();
+        self.pending_text = base;
+        self.text.push_str(text);
+        for &i in &plan.fields {
+            let range = field(i).unwrap_or_default();
+            self.cells
+                .push(Cell::Text(base + range.start, base + range.end));
+        }
+    }
+
+    fn pending_start(&self) -> usize {
+        self.rows * self.keys.len()
+    }
+
+    fn value(&self, cell: usize) -> ValueRef<'_> {
+        match &self.cells[cell] {
+            Cell::Text(start, end) => ValueRef::Text(&self.text[*start..*end]),
+            Cell::Value(value) => ValueRef::from(value),
+        }
+    }
+
+    /// [`schema::check_row`] on the pending row: the same reasons, the same conversions.
+    pub(super) fn check(&mut self, plan: &Plan, columns: &[Column]) -> Result<(), String> {
+        let start = self.pending_start();
+        for (column, key) in columns.iter().zip(&plan.columns) {
+            schema::check_value(key.map(|k| self.value(start + k)), column)?;
+        }
+        for (column, key) in columns.iter().zip(&plan.columns) {
+            if let Some(k) = key
+                && let Some(new) = schema::converted(self.value(start + k), column.kind)
+            {
+                self.cells[start + k] = Cell::Value(new);
+            }
+        }
+        Ok(())
+    }
+
+    /// The pending row's primary key, as the dedup sees it.
+    pub(super) fn primary_key(&self, plan: &Plan) -> Option<ValueRef<'_>> {
+        plan.primary_key
+            .map(|k| self.value(self.pending_start() + k))
+    }
+
+    /// The pending row as a `Record`, for the reject report.
+    pub(super) fn pending_record(&self) -> Record {
+        self.record(self.rows)
+    }
+
+    pub(super) fn commit(&mut self) {
+        self.rows += 1;
+    }
+
+    pub(super) fn discard(&mut self) {
+        self.cells.truncate(self.pending_start());
+        self.text.truncate(self.pending_text);
+    }
+
+    /// Takes the committed rows, leaving an empty batch.
+    pub(super) fn take(&mut self) -> CompactBatch {
+        let empty = CompactBatch {
+            keys: self.keys.clone(),
+            text: String::with_capacity(self.text.capacity()),
+            cells: Vec::with_capacity(self.cells.capacity()),
+            rows: 0,
+            pending_text: 0,
+        };
+        std::mem::replace(self, empty)
+    }
+
+    fn record(&self, row: usize) -> Record {
+        let start = row * self.keys.len();
+        (0..self.keys.len())
+            .map(|k| {
+                let value = match self.value(start + k) {
+                    ValueRef::Text(s) => Value::String(s.to_owned()),
+                    ValueRef::Other(v) => v.clone(),
+                };
+                (self.keys[k].clone(), value)
+            })
+            .collect()
+    }
+
+    /// The batch as the hooks see it.
+    pub(super) fn into_records(self) -> RecordBatch {
+        RecordBatch {
+            records: (0..self.rows).map(|row| self.record(row)).collect(),
+        }
+    }
+}
+
+/// Serializes as the `RecordBatch` it stands for.
+impl Serialize for CompactBatch {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut batch = serializer.serialize_struct("RecordBatch", 1)?;
+        batch.serialize_field("records", &Rows(self))?;
+        batch.end()
+    }
+}
+
+struct Rows<'a>(&'a CompactBatch);
+
+impl Serialize for Rows<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut seq = serializer.serialize_seq(Some(self.0.rows))?;
+        for row in 0..self.0.rows {
+            seq.serialize_element(&Row(self.0, row))?;
+        }
+        seq.end()
+    }
+}
+
+struct Row<'a>(&'a CompactBatch, usize);
+
+impl Serialize for Row<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let Row(batch, row) = *self;
+        let start = row * batch.keys.len();
+        let mut map = serializer.serialize_map(Some(batch.keys.len()))?;
+        for (k, key) in batch.keys.iter().enumerate() {
+            match batch.value(start + k) {
+                ValueRef::Text(s) => map.serialize_entry(key, s)?,
+                ValueRef::Other(v) => map.serialize_entry(key, v)?,
+            }
+        }
+        map.end()
+    }
+}
+
+/// What a batch becomes in an output: the hooks' records, or a batch they never saw.
+#[derive(Debug)]
+pub(super) enum Payload {
+    Records(RecordBatch),
+    Compact(CompactBatch),
+}
+
+impl Serialize for Payload {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Payload::Records(batch) => batch.serialize(serializer),
+            Payload::Compact(batch) => batch.serialize(serializer),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn columns() -> Vec<Column> {
+        #[derive(serde::Deserialize)]
+        struct Wrapper {
+            columns: Vec<Column>,
+        }
+        toml::from_str::<Wrapper>(
+            r#"columns = [
+                { name = "id", type = "integer", required = true },
+                { name = "email", type = "email", required = true },
+                { name = "score", type = "number" },
+                { name = "opt_in", type = "boolean" },
+                { name = "visited", type = "date" },
+                { name = "absent", type = "string" },
+                { name = "id", type = "string" },
+            ]"#,
+        )
+        .unwrap()
+        .columns
+    }
+
+    /// Each row through `schema::check_row` on a `Record` and through a compact batch:
+    /// the same reasons, the same rows, the same JSON.
+    #[test]
+    fn cells_behave_as_records() {
+        let text = "id,email,score,opt_in,visited,email,zé\n\
+            1,x@y.co,1.5,yes,2024-05-01,a@b.co,\"q\"\"uote\"\n\
+            \u{a0}2 ,a@b.co, 2 ,NO, 2024-05-02,c@d.co,\n\
+            3,a@b.co,,,,c@d.co,\\n\n\
+            x,a@b.co,,,,c@d.co,\n\
+            4,a@b.co,,maybe,,nope,\n\
+            ,a@b.co,,,,c@d.co,\n\
+            5,a@b.co,1e400,,,c@d.co,\n";
+        let mut reader = csv::Reader::from_reader(text.as_bytes());
+        let headers = reader.headers().unwrap().clone();
+        let columns = columns();
+        let plan = Plan::new(&headers, &columns, Some("id"));
+        let mut batch = plan.batch();
+        let mut expected = Vec::new();
+        let mut reasons = Vec::new();
+        for record in reader.records() {
+            let record = record.unwrap();
+            let mut row: Record = headers
+                .iter()
+                .zip(&record)
+                .map(|(h, v)| (h.to_owned(), Value::String(v.to_owned())))
+                .collect();
+            let want = schema::check_row(&mut row, &columns);
+            batch.push(&plan, record.as_slice(), |field| record.range(field));
+            assert_eq!(batch.pending_record(), row_as_read(&headers, &record));
+            let got = batch.check(&plan, &columns);
+            assert_eq!(got, want);
+            assert_eq!(batch.pending_record(), row);
+            if let Err(reason) = got {
+                batch.discard();
+                reasons.push(reason);
+            } else {
+                assert_eq!(
+                    batch.primary_key(&plan).map(|v| format!("{v:?}")),
+                    row.get("id").map(|v| format!("{:?}", ValueRef::from(v)))
+                );
+                batch.commit();
+                expected.push(row);
+            }
+        }
+        assert_eq!(batch.len(), 3);
+        assert_eq!(reasons.len(), 4, "{reasons:?}");
+        let expected = RecordBatch { records: expected };
+        assert_eq!(
+            serde_json::to_string(&batch).unwrap(),
+            serde_json::to_string(&expected).unwrap()
+        );
+        let taken = batch.take();
+        assert_eq!(batch.len(), 0);
+        assert_eq!(
+            serde_json::to_string(&Payload::Compact(taken.clone())).unwrap(),
+            serde_json::to_string(&Payload::Records(expected.clone())).unwrap()
+        );
+        assert_eq!(taken.into_records(), expected);
+    }
+
+    fn row_as_read(headers: &csv::StringRecord, record: &csv::StringRecord) -> Record {
+        headers
+            .iter()
+            .zip(record)
+            .map(|(h, v)| (h.to_owned(), Value::String(v.to_owned())))
+            .collect()
+    }
+
+    #[test]
+    fn a_header_without_the_key_column_or_any_column() {
+        let plan = Plan::new(["b", "a"], &[], Some("id"));
+        let mut batch = plan.batch();
+        batch.push(&plan, "21", |field| [0..1, 1..2].get(field).cloned());
+        assert!(batch.primary_key(&plan).is_none());
+        batch.commit();
+        assert_eq!(
+            serde_json::to_string(&batch).unwrap(),
+            r#"{"records":[{"a":"1","b":"2"}]}"#
+        );
+        let plan = Plan::new([], &[], None);
+        let mut batch = plan.batch();
+        batch.push(&plan, "", |_| None);
+        batch.commit();
+        batch.push(&plan, "", |_| None);
+        batch.commit();
+        assert_eq!(
+            serde_json::to_string(&batch).unwrap(),
+            r#"{"records":[{},{}]}"#
+        );
+    }
+}

@@ -1,0 +1,264 @@
+//! One validator run: rows in, batches and reject reports out.
+//!
+//! Kept apart from the step so the order the fan-in relies on (the manifest is written
+//! before the last batch leaves) and the switch between checking `Record`s and checking
+//! cells (see `compact`) read in one place.
+
+use super::compact::{CompactBatch, Payload, Plan};
+use super::defaults::{self, Hook, Known};
+use super::read::RawRow;
+use super::seen::Seen;
+use super::{Hooks, Source, Validator, batch_key};
+use crate::envelope::Envelope;
+use crate::error::StepError;
+use crate::kinds::{Output, Record, RecordBatch, RunManifest, emit_all, manifest_key, write_state};
+use crate::step::StepContext;
+use crate::zones;
+
+pub(super) struct RunState<'a, H> {
+    step: &'a Validator<H>,
+    input: &'a Envelope<Source>,
+    cx: &'a StepContext,
+    /// The current batch, while rows are `Record`s.
+    batch: Vec<Record>,
+    /// The CSV file's plan and current batch, once no hook sees single rows.
+    compact: Option<(Plan, CompactBatch)>,
+    known: Known,
+    batches: u64,
+    pending: Vec<Output<Payload>>,
+    emitted: u64,
+    valid: u64,
+    rejected: u64,
+    seen: Seen,
+    report: csv::Writer<Vec<u8>>,
+    report_rows: usize,
+    reports: u64,
+}
+
+impl<'a, H: Hooks> RunState<'a, H> {
+    pub(super) fn new(
+        step: &'a Validator<H>,
+        input: &'a Envelope<Source>,
+        cx: &'a StepContext,
+    ) -> Self {
+        Self {
+            step,
+            input,
+            cx,
+            batch: Vec::new(),
+            compact: None,
+            known: Known::default(),
+            batches: 0,
+            pending: Vec::new(),
+            emitted: 0,
+            valid: 0,
+            rejected: 0,
+            seen: Seen::default(),
+            report: report_writer(),
+            report_rows: 0,
+            reports: 0,
+        }
+    }
+
+    fn batch_size(&self) -> usize {
+        self.step.settings.batch_size.max(1)
+    }
+
+    /// A CSV row: checked as cells once the row hooks are known to be the defaults and the
+    /// batch of `Record`s is empty, as a `Record` until then.
+    pub(super) async fn csv_row(
+        &mut self,
+        line: u64,
+        headers: &csv_async::StringRecord,
+        record: &csv_async::StringRecord,
+    ) -> Result<(), StepError> {
+        if self.compact.is_none() && self.known.row_hooks_default() && self.batch.is_empty() {
+            let settings = &self.step.settings;
+            let plan = Plan::new(headers, &settings.columns, settings.primary_key.as_deref());
+            let batch = plan.batch();
+            self.compact = Some((plan, batch));
+        }
+        let Some((plan, batch)) = &mut self.compact else {
+            let row = RawRow::Csv { headers, record }.into_record();
+            return self.row(line, row).await;
+        };
+        let settings = &self.step.settings;
+        let batch_size = settings.batch_size.max(1);
+        batch.push(plan, record.as_slice(), |field| record.range(field));
+        let checked = batch.check(plan, &settings.columns).and_then(|()| {
+            let Some(column) = &settings.primary_key else {
+                return Ok(());
+            };
+            self.seen.insert(column, batch.primary_key(plan))
+        });
+        if let Err(reason) = checked {
+            let row = batch.pending_record();
+            batch.discard();
+            return self.reject(line, &reason, Some(&row)).await;
+        }
+        batch.commit();
+        self.valid += 1;
+        if batch.len() >= batch_size {
+            self.cut_batch().await?;
+        }
+        Ok(())
+    }
+
+    pub(super) async fn row(
+        &mut self,
+        line: u64,
+        row: Result<Record, String>,
+    ) -> Result<(), StepError> {
+        let hooks = &self.step.hooks;
+        let mut row = match row {
+            Ok(row) => row,
+            Err(reason) => return self.reject(line, &reason, None).await,
+        };
+        let (checked, default) = defaults::probe::<H, _>(Hook::ValidateRow, || {
+            hooks.validate_row(&mut row, &self.step.settings)
+        });
+        self.known.validate_row = Some(default);
+        if let Err(reason) = checked.and_then(|()| self.dedup(&row)) {
+            return self.reject(line, &reason, Some(&row)).await;
+        }
+        let (mapped, default) = defaults::probe::<H, _>(Hook::Map, || hooks.map(row));
+        self.known.map = Some(default);
+        match mapped {
+            Ok(row) => {
+                self.valid += 1;
+                self.batch.push(row);
+                if self.batch.len() >= self.batch_size() {
+                    self.cut_batch().await?;
+                }
+            }
+            Err(reason) => self.reject(line, &reason, None).await?,
+        }
+        Ok(())
+    }
+
+    fn dedup(&mut self, row: &Record) -> Result<(), String> {
+        let Some(column) = &self.step.settings.primary_key else {
+            return Ok(());
+        };
+        self.seen.insert(column, row.get(column).map(Into::into))
+    }
+
+    fn batch_len(&self) -> usize {
+        self.batch.len() + self.compact.as_ref().map_or(0, |(_, batch)| batch.len())
+    }
+
+    /// Closes the current batch; the previous one is sent, this one is held back so the
+    /// manifest is always written before the last batch leaves.
+    async fn cut_batch(&mut self) -> Result<(), StepError> {
+        self.batches += 1;
+        let number = self.batches;
+        let records = match &mut self.compact {
+            Some((_, batch)) if batch.len() > 0 => {
+                let batch = batch.take();
+                if self.known.choose_output == Some(true) {
+                    let output = Output::new(batch_key(number), Payload::Compact(batch));
+                    return self.send_previous(vec![output]).await;
+                }
+                batch.into_records()
+            }
+            _ => RecordBatch {
+                records: std::mem::take(&mut self.batch),
+            },
+        };
+        let hooks = &self.step.hooks;
+        let (outputs, default) =
+            defaults::probe::<H, _>(Hook::ChooseOutput, || hooks.choose_output(records, number));
+        self.known.choose_output = Some(default);
+        let outputs = outputs
+            .into_iter()
+            .map(|o| Output::new(o.record_key, Payload::Records(o.payload)))
+            .collect();
+        self.send_previous(outputs).await
+    }
+
+    async fn send_previous(&mut self, outputs: Vec<Output<Payload>>) -> Result<(), StepError> {
+        let previous = std::mem::replace(&mut self.pending, outputs);
+        self.emitted += previous.len() as u64;
+        emit_all(self.input, previous, self.cx).await
+    }
+
+    async fn reject(
+        &mut self,
+        line: u64,
+        reason: &str,
+        row: Option<&Record>,
+    ) -> Result<(), StepError> {
+        self.rejected += 1;
+        self.report_rows += 1;
+        let record = row
+            .map(|r| serde_json::Value::Object(r.clone()).to_string())
+            .unwrap_or_default();
+        self.report
+            .write_record([line.to_string().as_str(), reason, record.as_str()])
+            .map_err(|e| StepError::retryable("writing the report").with_source(e))?;
+        if self.report_rows >= self.step.settings.report_rows.max(1) {
+            self.flush_report().await?;
+        }
+        Ok(())
+    }
+
+    async fn flush_report(&mut self) -> Result<(), StepError> {
+        if self.report_rows == 0 {
+            return Ok(());
+        }
+        self.reports += 1;
+        let writer = std::mem::replace(&mut self.report, report_writer());
+        let body = writer
+            .into_inner()
+            .map_err(|e| StepError::retryable("writing the report").with_source(e.into_error()))?;
+        let key = self.report_key(&format!("rejected-{:06}.csv", self.reports));
+        self.report_rows = 0;
+        self.cx
+            .services()
+            .objects
+            .put(self.cx.data_bucket(), &key, body.into())
+            .await
+    }
+
+    fn report_key(&self, name: &str) -> String {
+        zones::report(
+            self.input.logical_date,
+            &self.input.run_id,
+            self.cx.step_name(),
+            name,
+        )
+    }
+
+    pub(super) async fn finish(mut self) -> Result<(), StepError> {
+        if self.batch_len() > 0 {
+            self.cut_batch().await?;
+        }
+        self.flush_report().await?;
+        let manifest = RunManifest {
+            batches: self.emitted + self.pending.len() as u64,
+            valid: self.valid,
+            rejected: self.rejected,
+        };
+        write_state(self.cx, &self.report_key("summary.json"), &manifest).await?;
+        write_state(
+            self.cx,
+            &manifest_key(self.input.logical_date, &self.input.run_id),
+            &manifest,
+        )
+        .await?;
+        tracing::info!(
+            valid = self.valid,
+            rejected = self.rejected,
+            batches = manifest.batches,
+            "validated"
+        );
+        emit_all(self.input, std::mem::take(&mut self.pending), self.cx).await
+    }
+}
+
+fn report_writer() -> csv::Writer<Vec<u8>> {
+    let mut writer = csv::Writer::from_writer(Vec::new());
+    // Writing to a Vec cannot fail.
+    let _ = writer.write_record(["line", "reason", "record"]);
+    writer
+}
