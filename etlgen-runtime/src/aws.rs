@@ -2,7 +2,8 @@
 //!
 //! [`services`] builds every client once at cold start from `[aws]` (region, and an
 //! `endpoint_url` so the same binary runs against a local emulator such as moto), fetches the
-//! Qualtrics secret once, and returns the [`Services`] a step uses for its whole life.
+//! Qualtrics and SFTP secrets once (only those the step needs), and returns the [`Services`]
+//! a step uses for its whole life.
 
 use std::sync::Arc;
 
@@ -15,7 +16,7 @@ use bytes::Bytes;
 use crate::StepError;
 use crate::config::Config;
 use crate::ports::{
-    Notifications, ObjectReader, ObjectStore, OutgoingMessage, Queue, SecretStore, Services,
+    Notifications, ObjectReader, ObjectStore, OutgoingMessage, Queue, SecretStore, Services, Sftp,
     Unconfigured,
 };
 use crate::qualtrics;
@@ -51,15 +52,45 @@ pub async fn services(config: &Config, needs: Needs) -> Result<Services, crate::
         }
         _ => Arc::new(Unconfigured("[qualtrics]")),
     };
+    let sftp = sftp_client(config, needs, &secrets).await?;
     Ok(Services {
         qualtrics,
         objects: Arc::new(S3(aws_sdk_s3::Client::from_conf(s3_config))),
         queue: Arc::new(Sqs(aws_sdk_sqs::Client::new(&sdk))),
         notifications: Arc::new(Sns(aws_sdk_sns::Client::new(&sdk))),
-        sftp: Arc::new(Unconfigured(
-            "an SFTP client (none is built into this runtime yet)",
-        )),
+        sftp,
     })
+}
+
+/// The SFTP client of a step that needs one, from `[sftp]` and its secret (the client
+/// connects on first use).
+#[cfg(feature = "sftp")]
+async fn sftp_client(
+    config: &Config,
+    needs: Needs,
+    secrets: &SecretsManager,
+) -> Result<Arc<dyn Sftp>, crate::Error> {
+    Ok(match &config.sftp {
+        Some(sftp) if needs.sftp => {
+            let secret = secrets.secret(&sftp.secret_id).await?;
+            Arc::new(crate::sftp::SftpClient::new(sftp.clone(), &secret)?)
+        }
+        _ => Arc::new(Unconfigured("[sftp]")),
+    })
+}
+
+/// Without the `sftp` feature there is no SFTP client to build.
+#[cfg(not(feature = "sftp"))]
+async fn sftp_client(
+    _: &Config,
+    needs: Needs,
+    _: &SecretsManager,
+) -> Result<Arc<dyn Sftp>, crate::Error> {
+    Ok(Arc::new(Unconfigured(if needs.sftp {
+        "the SFTP client (build etlgen-runtime with its `sftp` feature)"
+    } else {
+        "[sftp]"
+    })))
 }
 
 /// Classifies an SDK error: a service error by its HTTP status, a construction error as
