@@ -4,7 +4,8 @@
 //!   unless `--endpoint` names one, applies `infra/envs/local` to it, sets the secrets, and
 //!   starts `serve` in the background: the mock Qualtrics API (unless `--qualtrics` names
 //!   one) and the Lambda emulator, which polls every queue and invokes each step's real
-//!   `bootstrap`.
+//!   `bootstrap`. For an SFTP source it also starts OpenSSH's sshd on loopback, serving
+//!   `.local/sftp/inbox` to the poller.
 //! - `run --input FILE` drops the file where the pipeline's source picks it up, waits until
 //!   every queue is drained and every invocation has ended, and prints one JSON summary.
 //! - `wait` waits until every queue is drained (after a redrive, replay or backfill).
@@ -19,6 +20,7 @@ mod outputs;
 mod processes;
 mod run;
 mod serve;
+mod sftp;
 mod stack;
 
 use std::path::PathBuf;

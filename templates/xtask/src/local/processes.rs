@@ -11,7 +11,8 @@ use anyhow::{Context, Result, bail};
 
 use super::stack::{State, dir, root};
 
-/// Stops `serve` (through its control API, then by signal) and the AWS emulator `up` started.
+/// Stops `serve` (through its control API, then by signal), and the AWS emulator and SFTP
+/// server `up` started.
 pub(super) async fn stop_processes(state: &State) {
     if let Some(pid) = state.serve_pid {
         let asked = etlgen_runtime::local::reqwest::Client::new()
@@ -33,7 +34,7 @@ pub(super) async fn stop_processes(state: &State) {
         // Its process group holds the functions it started: none may outlive it.
         signal(pid, "-KILL");
     }
-    if let Some(pid) = state.moto_pid {
+    for pid in [state.moto_pid, state.sftp_pid].into_iter().flatten() {
         signal(pid, "-TERM");
         gone(pid).await;
         signal(pid, "-KILL");

@@ -209,7 +209,7 @@ async fn drop_input(
         }
         "sftp" => {
             let dir = state.sftp_dir.as_ref().context(
-                "this pipeline's source is SFTP: start the stack with `local up --sftp-dir DIR` (the local SFTP server's folder)",
+                "this pipeline's source is SFTP, and the stack has no SFTP folder: bring it up again with `cargo xtask local down` and `cargo xtask local up`",
             )?;
             let path = dir.join(name);
             std::fs::write(&path, body).with_context(|| format!("writing {}", path.display()))?;
@@ -219,33 +219,47 @@ async fn drop_input(
                 "scheduled_time": format!("{date}T06:00:00Z"),
                 "execution_id": format!("local-{}", SystemTime::now().duration_since(SystemTime::UNIX_EPOCH)?.as_millis()),
             });
-            send(state, &entry.queue_url, tick.to_string()).await?;
+            send(state, outputs, &entry.queue_url, tick.to_string()).await?;
         }
         "http" => {
             let text = String::from_utf8(body).context("an HTTP submission must be UTF-8 text")?;
-            send(state, &entry.queue_url, text).await?;
+            send(state, outputs, &entry.queue_url, text).await?;
         }
         other => bail!("unknown source {other:?} in the outputs of infra/envs/local"),
     }
     Ok(())
 }
 
-async fn send(state: &State, queue_url: &str, body: String) -> Result<()> {
-    aws_sdk_sqs::Client::new(&state.aws().sdk_config().await)
+/// Sends one message; to a FIFO queue in the pipeline's message group, as a new message
+/// (each `local run` is a new submission, never a duplicate of an earlier one).
+async fn send(state: &State, outputs: &Outputs, queue_url: &str, body: String) -> Result<()> {
+    let mut send = aws_sdk_sqs::Client::new(&state.aws().sdk_config().await)
         .send_message()
         .queue_url(queue_url)
-        .message_body(body)
-        .send()
+        .message_body(body);
+    if queue_url.ends_with(".fifo") {
+        let stamp = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH)?.as_nanos();
+        send = send
+            .message_group_id(outputs.pipeline.clone())
+            .message_deduplication_id(format!("local-run-{stamp}"));
+    }
+    send.send()
         .await
         .map_err(crate::sdk_error)
         .with_context(|| format!("sending to {queue_url}"))?;
     Ok(())
 }
 
+/// How long the stack may sit idle after the input was dropped, with no run started, before
+/// the run is reported as never started (the source step dropped or rejected its input).
+const IDLE_BEFORE_START: Duration = Duration::from_secs(30);
+
 /// Waits until the run has started (a new run's raw copy exists under its date, or a
-/// message reached a dead-letter queue; with `new_run` of `None`, at once) and then every queue is drained and no invocation runs, three checks in a row
-/// (half a second apart). Returns "complete", "failed" (a message reached a dead-letter
-/// queue) or "timeout", the last snapshot, and the run's id.
+/// message reached a dead-letter queue; with `new_run` of `None`, at once) and then every
+/// queue is drained and no invocation runs, three checks in a row (half a second apart).
+/// Returns "complete", "failed" (a message reached a dead-letter queue), "not-started"
+/// (idle for [`IDLE_BEFORE_START`] with no run) or "timeout", the last snapshot, and the
+/// run's id.
 pub async fn wait(
     state: &State,
     outputs: &Outputs,
@@ -257,6 +271,7 @@ pub async fn wait(
     let s3 = s3_client(state).await;
     let mut run = None;
     let mut quiet = 0;
+    let mut idle_since = None;
     loop {
         let now = snapshot(state, outputs, false).await?;
         let dead =
@@ -270,6 +285,16 @@ pub async fn wait(
         quiet = if idle && started { quiet + 1 } else { 0 };
         if quiet >= 3 {
             return Ok((if dead { "failed" } else { "complete" }, now, run));
+        }
+        idle_since = if idle { idle_since.or_else(|| Some(Instant::now())) } else { None };
+        if !started && idle_since.is_some_and(|t| t.elapsed() >= IDLE_BEFORE_START) {
+            eprintln!(
+                "Every queue has been idle for {} s and no run started: the source step \
+                 dropped or rejected the input; see its log in .local/logs/ and its \
+                 reports/ in the data bucket.",
+                IDLE_BEFORE_START.as_secs()
+            );
+            return Ok(("not-started", now, run));
         }
         if Instant::now() >= deadline {
             return Ok(("timeout", now, run));

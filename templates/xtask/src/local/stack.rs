@@ -61,6 +61,9 @@ pub struct State {
     pub retry_delay_seconds: u64,
     /// Where a run's file goes for an SFTP source (the local SFTP server's folder).
     pub sftp_dir: Option<PathBuf>,
+    /// The local SFTP server (`sshd`), when `up` started it.
+    #[serde(default)]
+    pub sftp_pid: Option<u32>,
 }
 
 /// The event source mappings the Lambda emulator took over (disabled in the AWS emulator),
@@ -137,15 +140,17 @@ pub struct Up {
     /// timeout).
     #[arg(long, default_value_t = 2, value_name = "SECONDS")]
     retry_delay: u64,
-    /// For an SFTP source: the folder the local SFTP server serves, where `run` puts files.
+    /// For an SFTP source: the folder an SFTP server of your own serves, where `run` puts
+    /// files [default: start OpenSSH's sshd on a free loopback port, serving
+    /// .local/sftp/inbox].
     #[arg(long, value_name = "DIR")]
     sftp_dir: Option<PathBuf>,
     /// Extra variables for every Lambda, as KEY=VALUE (for example the local SFTP server's
     /// ETL__SFTP__HOST).
     #[arg(long = "set-env", value_name = "KEY=VALUE", value_parser = parse_pair)]
     set_env: Vec<(String, String)>,
-    /// The JSON of the SFTP secret (`{"password": …}`).
-    #[arg(long, env = "ETL_LOCAL_SFTP_SECRET", hide_env_values = true)]
+    /// The JSON of the SFTP secret (`{"password": …}`) of the server behind `--sftp-dir`.
+    #[arg(long, env = "ETL_LOCAL_SFTP_SECRET", hide_env_values = true, requires = "sftp_dir")]
     sftp_secret: Option<String>,
 }
 
@@ -217,6 +222,7 @@ pub async fn up(args: Up) -> Result<()> {
         environment: args.set_env.iter().cloned().collect(),
         retry_delay_seconds: args.retry_delay,
         sftp_dir: args.sftp_dir.as_ref().map(|d| d.canonicalize()).transpose()?,
+        sftp_pid: None,
     };
     let started = start_stack(&args, arch, &mut state).await;
     state.save()?;
@@ -228,6 +234,9 @@ pub async fn up(args: Up) -> Result<()> {
     println!("  AWS emulator:      {}", state.aws_endpoint);
     println!("  Qualtrics API:     {}", state.qualtrics_url);
     println!("  Lambda emulator:   {}/status", state.control_url);
+    if let Some(inbox) = &state.sftp_dir {
+        println!("  SFTP folder:       {}", inbox.display());
+    }
     println!("  logs:              {}", dir.join("logs").display());
     println!("Next: cargo xtask local run --input FILE [--logical-date YYYY-MM-DD]");
     Ok(())
@@ -259,6 +268,17 @@ async fn start_stack(args: &Up, arch: Arch, state: &mut State) -> Result<()> {
     ])?;
     let outputs = Outputs::load()?;
     state.region = outputs.region.clone();
+    let mut sftp_secret = args.sftp_secret.clone();
+    if let Some(entry) = outputs.entry.as_ref().filter(|e| e.source == "sftp")
+        && args.sftp_dir.is_none()
+    {
+        let sftp = super::sftp::start(&dir.join("sftp"), &dir.join("logs/sftp.log"), &entry.step)?;
+        state.sftp_pid = Some(sftp.pid);
+        state.sftp_dir = Some(sftp.inbox);
+        state.environment.extend(sftp.environment);
+        sftp_secret = Some(sftp.secret);
+        state.save()?;
+    }
 
     for (step, info) in &outputs.steps {
         let bootstrap =
@@ -277,7 +297,7 @@ async fn start_stack(args: &Up, arch: Arch, state: &mut State) -> Result<()> {
     state
         .environment
         .insert("ETL__QUALTRICS__BASE_URL".to_owned(), format!("{}/API/v3/", state.qualtrics_url));
-    put_secrets(state, &outputs, &args.qualtrics_token, args.sftp_secret.as_deref()).await?;
+    put_secrets(state, &outputs, &args.qualtrics_token, sftp_secret.as_deref()).await?;
 
     state.control_url = format!("http://127.0.0.1:{}", free_port()?);
     state.save()?;
