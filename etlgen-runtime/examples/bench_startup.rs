@@ -7,14 +7,22 @@
 //! A minimal Runtime API stub listens on loopback; each run spawns the Lambda binary with
 //! `AWS_LAMBDA_RUNTIME_API` pointing at it (plus `ETL_ENV=dev` and dummy credentials), waits
 //! for the first poll, and kills it. Everything done at init (configuration, AWS clients,
-//! secrets) is inside the measured time, so the binary must be configured not to need the
-//! network for it. Output, one line: `runs,min_ms,median_ms,max_ms`.
+//! secrets) is inside the measured time. A second loopback stub stands in for Secrets
+//! Manager (`ETL__AWS__ENDPOINT_URL` points every AWS client at it): it answers every request
+//! as `GetSecretValue`, with a secret that is both a Qualtrics token and an SFTP password, so
+//! the steps that fetch a secret at cold start (over plain HTTP, not TLS) are measured too;
+//! an `[sftp]` table is set for the SFTP poller. Output, one line: `runs,min_ms,median_ms,max_ms`.
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use tokio::io::AsyncReadExt;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// The `GetSecretValue` answer: JSON the Qualtrics client reads as a token and the SFTP
+/// client as a password.
+const SECRET: &str =
+    r#"{"Name":"bench","SecretString":"{\"api_token\":\"bench\",\"password\":\"bench\"}"}"#;
 
 async fn first_poll(listener: &TcpListener) -> std::io::Result<()> {
     loop {
@@ -34,6 +42,43 @@ async fn first_poll(listener: &TcpListener) -> std::io::Result<()> {
     }
 }
 
+/// Serves one connection to the Secrets Manager stub until the client closes it.
+async fn answer_secrets(mut socket: TcpStream) -> std::io::Result<()> {
+    let mut buffered = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let head_end = loop {
+            if let Some(i) = buffered.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            let n = socket.read(&mut buf).await?;
+            if n == 0 {
+                return Ok(());
+            }
+            buffered.extend_from_slice(&buf[..n]);
+        };
+        let head = String::from_utf8_lossy(&buffered[..head_end]).to_ascii_lowercase();
+        let body_len: usize = head
+            .lines()
+            .find_map(|line| line.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        while buffered.len() < head_end + body_len {
+            let n = socket.read(&mut buf).await?;
+            if n == 0 {
+                return Ok(());
+            }
+            buffered.extend_from_slice(&buf[..n]);
+        }
+        buffered.drain(..head_end + body_len);
+        let response = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/x-amz-json-1.1\r\ncontent-length: {}\r\n\r\n{SECRET}",
+            SECRET.len()
+        );
+        socket.write_all(response.as_bytes()).await?;
+    }
+}
+
 fn main() -> Result<(), etlgen_runtime::Error> {
     let args: Vec<String> = std::env::args().collect();
     let binary = args
@@ -47,6 +92,13 @@ fn main() -> Result<(), etlgen_runtime::Error> {
     runtime.block_on(async {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let address = listener.local_addr()?.to_string();
+        let secrets = TcpListener::bind("127.0.0.1:0").await?;
+        let endpoint = format!("http://{}", secrets.local_addr()?);
+        tokio::spawn(async move {
+            while let Ok((socket, _)) = secrets.accept().await {
+                tokio::spawn(answer_secrets(socket));
+            }
+        });
         for _ in 0..runs {
             let started = Instant::now();
             let mut child = Command::new(binary)
@@ -60,6 +112,11 @@ fn main() -> Result<(), etlgen_runtime::Error> {
                 .env("AWS_ACCESS_KEY_ID", "bench")
                 .env("AWS_SECRET_ACCESS_KEY", "bench")
                 .env("ETL_ENV", "dev")
+                .env("ETL__AWS__ENDPOINT_URL", &endpoint)
+                .env("ETL__SFTP__HOST", "127.0.0.1")
+                .env("ETL__SFTP__USER", "bench")
+                .env("ETL__SFTP__SECRET_ID", "bench/sftp")
+                .env("ETL__SFTP__HOST_KEY_SHA256", "SHA256:bench")
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()?;
