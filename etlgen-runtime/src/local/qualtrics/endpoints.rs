@@ -7,9 +7,10 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 
 use super::Inner;
-use super::api::{
-    Call, Outcome, Reply, bad, json_object, new_id, new_request_id, not_found, now_ms,
-    optional_str, page, progress, required_object, required_str,
+use super::api::{Call, Outcome, Reply, bad, not_found};
+use super::fields::{
+    json_object, new_id, new_request_id, now_ms, optional_str, page, progress, required_object,
+    required_str,
 };
 use super::files::{self, FORMATS, parse_time, qualtrics_time};
 use super::header;

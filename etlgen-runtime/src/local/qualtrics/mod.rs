@@ -58,6 +58,7 @@
 mod api;
 mod endpoints;
 mod faults;
+mod fields;
 mod files;
 mod oauth;
 mod state;

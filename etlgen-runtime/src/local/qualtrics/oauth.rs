@@ -10,7 +10,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use super::api::{new_request_id, parse_query};
+use super::fields::{new_request_id, parse_query};
 use super::files::base64;
 use super::{Shared, header};
 
