@@ -209,7 +209,11 @@ impl<H: Hooks + Default> Step for ResponseImporter<H> {
             .cloned()
             .map(|r| self.hooks.map(r))
             .collect::<Result<Vec<_>, _>>()?;
-        let request = self.hooks.build_request(input, &records, &self.settings)?;
+        // An override that builds its own request still never creates duplicate responses.
+        let request = self
+            .hooks
+            .build_request(input, &records, &self.settings)?
+            .idempotency_key(input.idempotency_key.to_string());
         let started: Progress = cx.services().qualtrics.send(request).await?.result()?;
         let progress_id = started
             .progress_id

@@ -157,6 +157,19 @@ impl ApiRequest {
         self
     }
 
+    /// Adds `Idempotency-Key: key`, unless the request already carries one (a client hook
+    /// that chose its own key keeps it).
+    pub fn idempotency_key(self, key: impl Into<String>) -> Self {
+        if self
+            .headers
+            .iter()
+            .any(|(name, _)| name.eq_ignore_ascii_case("idempotency-key"))
+        {
+            return self;
+        }
+        self.header("Idempotency-Key", key)
+    }
+
     /// Adds a query parameter.
     pub fn query(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.query.push((name.into(), value.into()));
@@ -237,6 +250,16 @@ impl ApiResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_idempotency_key_is_added_once_and_a_hooks_own_key_wins() {
+        let added = ApiRequest::get("e", "p").idempotency_key("k1");
+        assert_eq!(added.headers, [("Idempotency-Key".into(), "k1".into())]);
+        let own = ApiRequest::get("e", "p")
+            .header("idempotency-key", "mine")
+            .idempotency_key("k1");
+        assert_eq!(own.headers, [("idempotency-key".into(), "mine".into())]);
+    }
 
     #[test]
     fn result_and_meta_are_parsed() {

@@ -303,7 +303,7 @@ impl Shared {
                 }
                 None => {}
             }
-            let key = (call.method == "POST")
+            let key = (endpoint_name == endpoint::IMPORT_RESPONSES)
                 .then(|| header(call.headers, "idempotency-key"))
                 .flatten();
             if let Some(key) = key {

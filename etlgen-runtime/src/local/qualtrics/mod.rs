@@ -35,13 +35,14 @@
 //! Effects happen when the `POST` is answered; the progress endpoints only report them. The
 //! first `polls_to_complete - 1` progress requests of a job report less than 100 %.
 //!
-//! **Idempotency.** A `POST` with an `Idempotency-Key` header that succeeded is stored. A
-//! repeated `POST` to the same path with the same key and the same body gets the stored
-//! `result` again and has no effect. The real API documents this for response imports
-//! ("Repeated requests with the same Idempotency-Key and the same file will not create
-//! duplicate responses"); the mock applies it to every `POST`. A reused key with a
-//! different body gets a 409: that answer is the mock's choice, the real API does not
-//! document one.
+//! **Idempotency.** A response import (`POST surveys/{id}/import-responses`) with an
+//! `Idempotency-Key` header that succeeded is stored. A repeated import to the same path
+//! with the same key and the same body gets the stored `result` again and has no effect.
+//! The real API documents this for response imports only ("Repeated requests with the same
+//! Idempotency-Key and the same file will not create duplicate responses"), so the mock
+//! ignores the header everywhere else: a test of the framework's idempotency elsewhere can
+//! fail. A reused key with a different body gets a 409: that answer is the mock's choice,
+//! the real API does not document one.
 //!
 //! Outside `/API/v3/`:
 //!
