@@ -215,26 +215,40 @@ impl Drop for Turn {
 /// What the stack's emulator says right now, straight from its control API (faster than a
 /// process per look, which matters when catching a step mid-batch).
 pub(super) fn emulator_status(stack: &Stack) -> Value {
+    local_get(stack, "control_url", "/status")
+}
+
+/// How many calls changed the mock Qualtrics API's state so far (its `effects`).
+fn mock_effects(stack: &Stack) -> u64 {
+    local_get(stack, "qualtrics_url", "/__mock/stats")["effects"]
+        .as_u64()
+        .unwrap()
+}
+
+/// `GET path` from one of the local servers `.local/state.json` names (`url_field`), as JSON.
+fn local_get(stack: &Stack, url_field: &str, path: &str) -> Value {
     let state: Value = serde_json::from_str(
         &fs_err::read_to_string(stack.root.join(".local/state.json")).unwrap(),
     )
     .unwrap();
-    let address = state["control_url"]
+    let address = state[url_field]
         .as_str()
         .unwrap()
-        .trim_start_matches("http://");
-    let mut socket = TcpStream::connect(address).expect("the Lambda emulator answers");
+        .trim_start_matches("http://")
+        .trim_end_matches('/');
+    let mut socket =
+        TcpStream::connect(address).unwrap_or_else(|e| panic!("{url_field} answers: {e}"));
     socket
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
-    write!(socket, "GET /status HTTP/1.0\r\nHost: {address}\r\n\r\n").unwrap();
+    write!(socket, "GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n").unwrap();
     let mut response = String::new();
     socket.read_to_string(&mut response).unwrap();
     let body = response
         .split_once("\r\n\r\n")
         .map(|(_, b)| b)
         .unwrap_or_default();
-    serde_json::from_str(body).unwrap_or_else(|e| panic!("no status ({e}): {response}"))
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("no JSON from {path} ({e}): {response}"))
 }
 
 /// The emulator's counters of the step's function.
@@ -291,10 +305,12 @@ impl Drop for Faulty<'_> {
 }
 
 /// `local run` of `file` for `date`, killing `step`'s process (`kill -9`) mid-batch once,
-/// after its first batch of the run is done; its summary and seconds. Fails unless the step
-/// was caught mid-batch and the emulator saw the crash.
+/// as soon as the run has changed something at the mock Qualtrics API, so the crash leaves
+/// work half done; its summary and seconds. Fails unless the step was caught mid-batch and
+/// the emulator saw the crash.
 pub(super) fn run_killing(stack: &Stack, file: &Path, date: &str, step: &str) -> (Value, f64) {
     let before = emulator_status(stack);
+    let effects_before = mock_effects(stack);
     let counter = |status: &Value, name: &str| function(status, step)[name].as_u64().unwrap();
     let started = Instant::now();
     let mut run = stack
@@ -314,9 +330,11 @@ pub(super) fn run_killing(stack: &Stack, file: &Path, date: &str, step: &str) ->
     let mut killed = None;
     while killed.is_none() && Instant::now() < deadline && run.try_wait().unwrap().is_none() {
         let now = emulator_status(stack);
-        let done = counter(&now, "messages_succeeded") > counter(&before, "messages_succeeded");
+        // Waiting for a finished batch instead loses the race when one invocation holds
+        // most of the run's messages.
+        let started = mock_effects(stack) > effects_before;
         if let (true, Some(pid)) = (
-            done,
+            started,
             function(&now, step)["busy_pids"]
                 .as_array()
                 .unwrap()
