@@ -18,7 +18,7 @@ use super::faults::{self, FaultKind};
 use super::fields::{new_request_id, parse_query};
 use super::files::fingerprint;
 use super::state::{CallRecord, IdempotencyRecord};
-use super::{Inner, Shared, endpoints, header};
+use super::{Inner, Shared, endpoints, header, surveys};
 use crate::qualtrics::endpoint;
 
 /// What a call is answered with, before rendering.
@@ -408,16 +408,16 @@ impl Shared {
             }
             Route::CreateDistribution => endpoints::create_distribution(inner, call),
             Route::ListDistributions => endpoints::list_distributions(inner, call, origin),
-            Route::ImportResponses { survey } => endpoints::import_responses(inner, survey, call),
+            Route::ImportResponses { survey } => surveys::import_responses(inner, survey, call),
             Route::ImportProgress { survey, progress } => {
-                endpoints::import_progress(inner, polls, &survey, &progress)
+                surveys::import_progress(inner, polls, &survey, &progress)
             }
-            Route::StartExport { survey } => endpoints::start_export(inner, survey, call),
+            Route::StartExport { survey } => surveys::start_export(inner, survey, call),
             Route::ExportProgress { survey, progress } => {
-                endpoints::export_progress(inner, polls, &survey, &progress)
+                surveys::export_progress(inner, polls, &survey, &progress)
             }
             Route::ExportFile { survey, file } => {
-                endpoints::export_file(inner, polls, &survey, &file)
+                surveys::export_file(inner, polls, &survey, &file)
             }
         };
         result.unwrap_or_else(Outcome::read)

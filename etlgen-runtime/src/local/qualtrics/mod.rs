@@ -63,6 +63,7 @@ mod fields;
 mod files;
 mod oauth;
 mod state;
+mod surveys;
 
 use std::collections::HashMap;
 use std::io;
