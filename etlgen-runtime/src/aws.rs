@@ -21,6 +21,9 @@ use crate::ports::{
 };
 use crate::qualtrics;
 
+mod multipart;
+pub use multipart::PART_SIZE;
+
 /// Which ports a step needs beyond S3, SQS and SNS (see `Step::USES_QUALTRICS`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Needs {
@@ -138,6 +141,16 @@ impl ObjectStore for S3 {
             .await
             .map(|_| ())
             .map_err(|e| classify(format!("PutObject s3://{bucket}/{key}"), e))
+    }
+
+    /// A multipart upload of [`PART_SIZE`] parts (a single `PutObject` below one part).
+    async fn put_stream(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: ObjectReader,
+    ) -> Result<u64, StepError> {
+        multipart::upload(&self.0, bucket, key, body, PART_SIZE).await
     }
 
     async fn put_if_absent(&self, bucket: &str, key: &str, body: Bytes) -> Result<bool, StepError> {

@@ -38,6 +38,35 @@ pub trait ObjectStore: Send + Sync + 'static {
     ) -> Result<(), StepError>;
     /// Lists the keys under a prefix, in lexical order.
     async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<String>, StepError>;
+    /// Writes (or overwrites) an object from a stream, such as a client file copied from
+    /// SFTP; the number of bytes written.
+    ///
+    /// By default it reads the whole stream and calls [`ObjectStore::put`]; see
+    /// [`put_whole`]. The S3 port uploads in parts instead, one part in memory at a time.
+    async fn put_stream(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: ObjectReader,
+    ) -> Result<u64, StepError> {
+        put_whole(self, bucket, key, body).await
+    }
+}
+
+/// The default of [`ObjectStore::put_stream`]: the whole stream in memory, then one `put`.
+pub async fn put_whole<S: ObjectStore + ?Sized>(
+    store: &S,
+    bucket: &str,
+    key: &str,
+    mut body: ObjectReader,
+) -> Result<u64, StepError> {
+    let mut buf = Vec::new();
+    body.read_to_end(&mut buf).await.map_err(|e| {
+        StepError::retryable(format!("reading the body for s3://{bucket}/{key}")).with_source(e)
+    })?;
+    let written = buf.len() as u64;
+    store.put(bucket, key, Bytes::from(buf)).await?;
+    Ok(written)
 }
 
 /// Reads a whole (small) object: state files and manifests, never client data files.
@@ -124,6 +153,18 @@ pub trait Sftp: Send + Sync + 'static {
     async fn read(&self, path: &str) -> Result<Bytes, StepError>;
     /// Writes a file.
     async fn write(&self, path: &str, body: Bytes) -> Result<(), StepError>;
+    /// Opens a file for streaming, so a large client file is never held whole.
+    ///
+    /// By default it reads the whole file with [`Sftp::read`]; see [`open_whole`]. The
+    /// real client streams it from the server.
+    async fn open(&self, path: &str) -> Result<ObjectReader, StepError> {
+        open_whole(self, path).await
+    }
+}
+
+/// The default of [`Sftp::open`]: the whole file read, then served from memory.
+pub async fn open_whole<S: Sftp + ?Sized>(sftp: &S, path: &str) -> Result<ObjectReader, StepError> {
+    Ok(Box::pin(std::io::Cursor::new(sftp.read(path).await?)))
 }
 
 /// Every port a step may use, built once at cold start.

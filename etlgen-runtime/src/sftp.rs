@@ -19,7 +19,7 @@ use tokio::sync::Mutex;
 
 use crate::StepError;
 use crate::config::SftpConfig;
-use crate::ports::{RemoteFile, Sftp};
+use crate::ports::{ObjectReader, RemoteFile, Sftp};
 
 /// How the client logs in, read from the secret: JSON with `password` or `private_key`
 /// (OpenSSH PEM, optionally with `passphrase`).
@@ -211,6 +211,20 @@ impl Sftp for SftpClient {
                     .await
                     .map_err(|e| failed("read", e))?,
             ))
+        }
+        .await;
+        self.forget(result).await
+    }
+
+    async fn open(&self, path: &str) -> Result<ObjectReader, StepError> {
+        let result = async {
+            let file = self
+                .session()
+                .await?
+                .open(path)
+                .await
+                .map_err(|e| failed("open", e))?;
+            Ok(Box::pin(file) as ObjectReader)
         }
         .await;
         self.forget(result).await

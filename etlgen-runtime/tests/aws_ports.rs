@@ -265,3 +265,152 @@ async fn the_secret_is_read_from_secrets_manager() {
         r#"{"api_token":"t"}"#
     );
 }
+
+/// A body of `len` bytes, as a stream.
+fn stream(len: usize) -> etlgen_runtime::ports::ObjectReader {
+    Box::pin(std::io::Cursor::new(vec![b'x'; len]))
+}
+
+/// The S3 answers to a multipart upload of `data/big.csv` (id `U1`); each part's ETag is its
+/// number.
+async fn mount_multipart(server: &MockServer, part_status: u16) {
+    Mock::given(method("POST"))
+        .and(path("/data/big.csv"))
+        .and(query_param("uploads", ""))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(
+            "<InitiateMultipartUploadResult><Bucket>data</Bucket><Key>big.csv</Key>\
+             <UploadId>U1</UploadId></InitiateMultipartUploadResult>",
+            "application/xml",
+        ))
+        .expect(1)
+        .mount(server)
+        .await;
+    for number in 1..=3 {
+        let answer = if number == 2 && part_status != 200 {
+            s3_error(part_status, "AccessDenied")
+        } else {
+            ResponseTemplate::new(200).insert_header("ETag", format!("\"e{number}\""))
+        };
+        Mock::given(method("PUT"))
+            .and(path("/data/big.csv"))
+            .and(query_param("uploadId", "U1"))
+            .and(query_param("partNumber", number.to_string()))
+            .respond_with(answer)
+            .mount(server)
+            .await;
+    }
+    Mock::given(method("POST"))
+        .and(path("/data/big.csv"))
+        .and(query_param("uploadId", "U1"))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(
+            "<CompleteMultipartUploadResult><Bucket>data</Bucket><Key>big.csv</Key>\
+             <ETag>\"all\"</ETag></CompleteMultipartUploadResult>",
+            "application/xml",
+        ))
+        .mount(server)
+        .await;
+    Mock::given(method("DELETE"))
+        .and(path("/data/big.csv"))
+        .and(query_param("uploadId", "U1"))
+        .respond_with(ResponseTemplate::new(204))
+        .mount(server)
+        .await;
+}
+
+async fn requests(server: &MockServer, verb: &str) -> Vec<wiremock::Request> {
+    let all = server.received_requests().await.unwrap();
+    all.into_iter()
+        .filter(|r| r.method.as_str() == verb)
+        .collect()
+}
+
+#[tokio::test]
+async fn a_large_stream_goes_up_in_parts_and_a_small_one_in_one_put() {
+    let server = MockServer::start().await;
+    mount_multipart(&server, 200).await;
+    Mock::given(method("PUT"))
+        .and(path("/data/small.csv"))
+        .respond_with(ResponseTemplate::new(200))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let store = s3(&server);
+    let part = etlgen_runtime::aws::PART_SIZE;
+    let written = store
+        .put_stream("data", "big.csv", stream(2 * part + 1))
+        .await
+        .unwrap();
+    assert_eq!(written, 2 * part as u64 + 1);
+    assert_eq!(
+        store
+            .put_stream("data", "small.csv", stream(10))
+            .await
+            .unwrap(),
+        10
+    );
+
+    let puts = requests(&server, "PUT").await;
+    let sizes: Vec<(Option<String>, usize)> = puts
+        .iter()
+        .map(|r| {
+            let number = r
+                .url
+                .query_pairs()
+                .find(|(k, _)| k == "partNumber")
+                .map(|(_, v)| v.into_owned());
+            (number, r.body.len())
+        })
+        .collect();
+    assert_eq!(
+        sizes,
+        [
+            (Some("1".into()), part),
+            (Some("2".into()), part),
+            (Some("3".into()), 1),
+            (None, 10)
+        ]
+    );
+    let complete = requests(&server, "POST")
+        .await
+        .into_iter()
+        .find(|r| r.url.query().is_some_and(|q| q.contains("uploadId=U1")))
+        .expect("the upload was completed");
+    let body = String::from_utf8(complete.body).unwrap();
+    let expected: String = (1..=3)
+        .map(|n| format!("<Part><ETag>&quot;e{n}&quot;</ETag><PartNumber>{n}</PartNumber></Part>"))
+        .collect();
+    assert!(body.contains(&expected), "every part, in order: {body}");
+    assert!(
+        requests(&server, "DELETE").await.is_empty(),
+        "nothing aborted"
+    );
+}
+
+#[tokio::test]
+async fn a_failed_part_aborts_the_upload_and_is_retryable() {
+    let server = MockServer::start().await;
+    mount_multipart(&server, 403).await;
+    let store = s3(&server);
+    let part = etlgen_runtime::aws::PART_SIZE;
+    let err = store
+        .put_stream("data", "big.csv", stream(2 * part + 1))
+        .await
+        .unwrap_err();
+    assert!(err.is_retryable(), "{err}");
+    assert!(
+        err.to_string()
+            .contains("UploadPart 2 of s3://data/big.csv"),
+        "{err}"
+    );
+    assert_eq!(
+        requests(&server, "DELETE").await.len(),
+        1,
+        "the upload is aborted"
+    );
+    let completed = requests(&server, "POST")
+        .await
+        .iter()
+        .filter(|r| r.url.query().is_some_and(|q| q.contains("uploadId=U1")))
+        .count();
+    assert_eq!(completed, 0, "never completed");
+}

@@ -178,9 +178,10 @@ impl<H: Hooks + Default> Step for SftpPoller<H> {
             {
                 continue;
             }
-            let body = sftp.read(&file.path).await?;
+            // Streamed: a client file of any size is copied with one part in memory.
+            let body = sftp.open(&file.path).await?;
             let key = self.hooks.landing_key(&file, tick, &self.settings);
-            objects.put(&bucket, &key, body).await?;
+            objects.put_stream(&bucket, &key, body).await?;
             objects
                 .put(cx.data_bucket(), &marker, Bytes::from(key.clone()))
                 .await?;

@@ -97,9 +97,10 @@ data "aws_iam_policy_document" "lambda" {
     resources = [var.data_bucket.arn]
   }
 
+  # AbortMultipartUpload: a streamed upload that fails part-way leaves no billed parts.
   statement {
     sid       = "ReadWriteDataBucket"
-    actions   = ["s3:GetObject", "s3:PutObject"]
+    actions   = ["s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"]
     resources = ["${var.data_bucket.arn}/*"]
   }
 
