@@ -124,6 +124,25 @@ pub trait Notifications: Send + Sync + 'static {
 pub trait QualtricsApi: Send + Sync + 'static {
     /// Sends a request.
     async fn send(&self, request: ApiRequest) -> Result<ApiResponse, StepError>;
+    /// Sends a request whose answer is a file (a response export), and streams its body,
+    /// so an export of any size is never held whole. Retries cover the request up to its
+    /// answer's headers; an error while streaming fails the step, to be retried whole.
+    ///
+    /// By default it sends the request with [`QualtricsApi::send`] and serves the body
+    /// from memory; see [`download_whole`]. The real client streams it.
+    async fn download(&self, request: ApiRequest) -> Result<ObjectReader, StepError> {
+        download_whole(self, request).await
+    }
+}
+
+/// The default of [`QualtricsApi::download`]: the whole answer read, then served from memory.
+pub async fn download_whole<Q: QualtricsApi + ?Sized>(
+    api: &Q,
+    request: ApiRequest,
+) -> Result<ObjectReader, StepError> {
+    Ok(Box::pin(std::io::Cursor::new(
+        api.send(request).await?.body,
+    )))
 }
 
 /// A secret store (Secrets Manager), read at cold start only.
@@ -153,6 +172,13 @@ pub trait Sftp: Send + Sync + 'static {
     async fn read(&self, path: &str) -> Result<Bytes, StepError>;
     /// Writes a file.
     async fn write(&self, path: &str, body: Bytes) -> Result<(), StepError>;
+    /// Writes a file from a stream, such as a response export; the number of bytes written.
+    ///
+    /// By default it reads the whole stream and calls [`Sftp::write`]; see [`write_whole`].
+    /// The real client streams it to the server.
+    async fn write_stream(&self, path: &str, body: ObjectReader) -> Result<u64, StepError> {
+        write_whole(self, path, body).await
+    }
     /// Opens a file for streaming, so a large client file is never held whole.
     ///
     /// By default it reads the whole file with [`Sftp::read`]; see [`open_whole`]. The
@@ -160,6 +186,21 @@ pub trait Sftp: Send + Sync + 'static {
     async fn open(&self, path: &str) -> Result<ObjectReader, StepError> {
         open_whole(self, path).await
     }
+}
+
+/// The default of [`Sftp::write_stream`]: the whole stream in memory, then one `write`.
+pub async fn write_whole<S: Sftp + ?Sized>(
+    sftp: &S,
+    path: &str,
+    mut body: ObjectReader,
+) -> Result<u64, StepError> {
+    let mut buf = Vec::new();
+    body.read_to_end(&mut buf).await.map_err(|e| {
+        StepError::retryable(format!("reading the body for SFTP {path}")).with_source(e)
+    })?;
+    let written = buf.len() as u64;
+    sftp.write(path, Bytes::from(buf)).await?;
+    Ok(written)
 }
 
 /// The default of [`Sftp::open`]: the whole file read, then served from memory.

@@ -230,6 +230,25 @@ impl Sftp for SftpClient {
         self.forget(result).await
     }
 
+    async fn write_stream(&self, path: &str, mut body: ObjectReader) -> Result<u64, StepError> {
+        let result = async {
+            let flags = OpenFlags::CREATE | OpenFlags::TRUNCATE | OpenFlags::WRITE;
+            let mut file = self
+                .session()
+                .await?
+                .open_with_flags(path, flags)
+                .await
+                .map_err(|e| failed("open", e))?;
+            let written = tokio::io::copy(&mut body, &mut file)
+                .await
+                .map_err(|e| failed("write", e))?;
+            file.shutdown().await.map_err(|e| failed("close", e))?;
+            Ok(written)
+        }
+        .await;
+        self.forget(result).await
+    }
+
     async fn write(&self, path: &str, body: Bytes) -> Result<(), StepError> {
         let result = async {
             let flags = OpenFlags::CREATE | OpenFlags::TRUNCATE | OpenFlags::WRITE;

@@ -217,3 +217,55 @@ async fn each_endpoint_is_held_to_its_budget() {
         "the second call in the same minute must wait for the limiter"
     );
 }
+
+#[tokio::test]
+async fn a_download_is_retried_until_its_answer_then_streamed_and_errors_keep_the_envelope() {
+    let server = MockServer::start().await;
+    let file_path = "/API/v3/surveys/SV_1/export-responses/F1/file";
+    let file: Vec<u8> = (0..300_000u32).map(|i| (i % 253) as u8).collect();
+    Mock::given(method("GET"))
+        .and(path(file_path))
+        .respond_with(error(503, "UNAVAILABLE"))
+        .up_to_n_times(1)
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(file_path))
+        .and(header("X-API-TOKEN", "tok"))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(file.clone(), "application/zip"))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let api = client(&server, "max_retries=2", "tok");
+    let get = |what: &str| {
+        ApiRequest::get(
+            endpoint::EXPORT_RESPONSES_FILE,
+            format!("surveys/SV_1/export-responses/{what}/file"),
+        )
+    };
+    let mut body = api.download(get("F1")).await.unwrap();
+    let mut read = Vec::new();
+    tokio::io::AsyncReadExt::read_to_end(&mut body, &mut read)
+        .await
+        .unwrap();
+    assert!(
+        read == file,
+        "streamed {} of {} bytes",
+        read.len(),
+        file.len()
+    );
+
+    Mock::given(method("GET"))
+        .and(path("/API/v3/surveys/SV_1/export-responses/F2/file"))
+        .respond_with(error(404, "NOT_FOUND"))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let err = match api.download(get("F2")).await {
+        Err(err) => err,
+        Ok(_) => panic!("a 404 is not a file"),
+    };
+    assert!(!err.is_retryable(), "{err}");
+    assert!(err.to_string().contains("NOT_FOUND"), "{err}");
+}

@@ -265,6 +265,29 @@ async fn lists_reads_and_writes_over_a_pinned_host_key() {
             .map(Vec::as_slice),
         Some(&b"PK-bytes"[..])
     );
+    // The streaming forms move the same bytes, in several of the server's packets.
+    let big: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    let written = client
+        .write_stream(
+            "/inbox/big.bin",
+            Box::pin(std::io::Cursor::new(big.clone())),
+        )
+        .await
+        .unwrap();
+    assert_eq!(written, big.len() as u64);
+    let mut read = Vec::new();
+    tokio::io::AsyncReadExt::read_to_end(
+        &mut client.open("/inbox/big.bin").await.unwrap(),
+        &mut read,
+    )
+    .await
+    .unwrap();
+    assert!(
+        read == big,
+        "streamed back {} of {} bytes",
+        read.len(),
+        big.len()
+    );
 }
 
 #[tokio::test]

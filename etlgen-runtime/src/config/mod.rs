@@ -310,7 +310,8 @@ pub struct QualtricsConfig {
     /// OAuth scopes, space separated.
     #[serde(default)]
     pub oauth_scope: Option<String>,
-    /// Per-request timeout in milliseconds.
+    /// Per-request timeout in milliseconds, reading the answer included (a response
+    /// export's whole download, too).
     #[serde(default = "defaults::timeout_ms")]
     pub timeout_ms: u64,
     /// Retries after the first attempt on 429, 5xx and timeouts.

@@ -236,21 +236,22 @@ impl<H: Hooks + Default> Step for Exporter<H> {
             },
         )
         .await?;
+        // Streamed from Qualtrics to the destination: an export of any size fits.
         let file = api
-            .send(ApiRequest::get(
+            .download(ApiRequest::get(
                 endpoint::EXPORT_RESPONSES_FILE,
                 format!("{base}/{file_id}/file"),
             ))
-            .await?
-            .body;
+            .await?;
         let destination = self
             .hooks
             .destination(input, &self.settings, cx.data_bucket());
-        let bytes = file.len() as u64;
-        match &destination {
-            Destination::S3 { bucket, key } => cx.services().objects.put(bucket, key, file).await?,
-            Destination::Sftp { path } => cx.services().sftp.write(path, file).await?,
-        }
+        let bytes = match &destination {
+            Destination::S3 { bucket, key } => {
+                cx.services().objects.put_stream(bucket, key, file).await?
+            }
+            Destination::Sftp { path } => cx.services().sftp.write_stream(path, file).await?,
+        };
         emit_all(
             input,
             self.hooks

@@ -26,7 +26,7 @@ use tokio::sync::Mutex;
 use super::{ApiRequest, ApiResponse, Body, Method, default_budget, parse_meta};
 use crate::StepError;
 use crate::config::{AuthMethod, QualtricsConfig};
-use crate::ports::QualtricsApi;
+use crate::ports::{ObjectReader, QualtricsApi};
 
 enum Auth {
     Token(String),
@@ -216,7 +216,8 @@ impl Client {
         }
     }
 
-    async fn attempt(&self, request: &ApiRequest) -> Result<ApiResponse, StepError> {
+    /// Sends one attempt of `request`; the answer, whatever its status.
+    async fn respond(&self, request: &ApiRequest) -> Result<reqwest::Response, StepError> {
         self.limiter(request.endpoint).until_ready().await;
         let url = format!("{}{}", self.base_url, request.path.trim_start_matches('/'));
         let method = match request.method {
@@ -241,31 +242,52 @@ impl Client {
                 .header(reqwest::header::CONTENT_TYPE, content_type)
                 .body(text.clone()),
         };
-        let response = builder.send().await.map_err(transport_error)?;
+        builder.send().await.map_err(transport_error)
+    }
+
+    async fn attempt(&self, request: &ApiRequest) -> Result<ApiResponse, StepError> {
+        let response = self.respond(request).await?;
+        let status = response.status().as_u16();
+        if !(200..300).contains(&status) {
+            return Err(self.failure(request, response).await);
+        }
+        let body = response.bytes().await.map_err(transport_error)?;
+        let request_id = parse_meta(&body).request_id;
+        log_call(request, status, request_id.as_deref());
+        Ok(ApiResponse {
+            status,
+            request_id,
+            body,
+        })
+    }
+
+    /// One attempt of a download: a successful answer whose body is still to be read.
+    async fn attempt_download(&self, request: &ApiRequest) -> Result<reqwest::Response, StepError> {
+        let response = self.respond(request).await?;
+        let status = response.status().as_u16();
+        if !(200..300).contains(&status) {
+            return Err(self.failure(request, response).await);
+        }
+        // A file carries no `meta`, so no requestId to log.
+        log_call(request, status, None);
+        Ok(response)
+    }
+
+    /// The error for an answer outside 2xx, from its Qualtrics error envelope.
+    async fn failure(&self, request: &ApiRequest, response: reqwest::Response) -> StepError {
         let status = response.status().as_u16();
         let retry_after = response
             .headers()
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(parse_retry_after);
-        let body = response.bytes().await.map_err(transport_error)?;
+        let body = match response.bytes().await {
+            Ok(body) => body,
+            Err(e) => return transport_error(e),
+        };
         let meta = parse_meta(&body);
         let request_id = meta.request_id.clone();
-        tracing::info!(
-            endpoint = request.endpoint,
-            method = request.method.as_str(),
-            path = %request.path,
-            status,
-            request_id = request_id.as_deref().unwrap_or(""),
-            "qualtrics call"
-        );
-        if (200..300).contains(&status) {
-            return Ok(ApiResponse {
-                status,
-                request_id,
-                body,
-            });
-        }
+        log_call(request, status, request_id.as_deref());
         if status == 401 {
             self.forget_token().await;
         }
@@ -281,11 +303,45 @@ impl Client {
             request_id.as_deref().unwrap_or("unknown"),
         );
         let error = StepError::from_status(status, message);
-        Err(match retry_after {
+        match retry_after {
             Some(wait) => error.with_retry_after(wait),
             None => error,
-        })
+        }
     }
+
+    /// Retries `attempt` with backoff and jitter while it fails retryably, honouring
+    /// `Retry-After` unless it asks for more than the longest backoff.
+    async fn retried<T, F, Fut>(&self, attempt: F) -> Result<T, StepError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, StepError>>,
+    {
+        let max_backoff = self.max_backoff;
+        attempt
+            .retry(self.backoff)
+            .when(StepError::is_retryable)
+            .adjust(move |e, delay| {
+                let delay = delay?;
+                match e.retry_after() {
+                    Some(wait) if wait > max_backoff => None,
+                    Some(wait) => Some(wait.max(delay)),
+                    None => Some(delay),
+                }
+            })
+            .notify(|e, delay| tracing::warn!(error = %e, ?delay, "qualtrics call will be retried"))
+            .await
+    }
+}
+
+fn log_call(request: &ApiRequest, status: u16, request_id: Option<&str>) {
+    tracing::info!(
+        endpoint = request.endpoint,
+        method = request.method.as_str(),
+        path = %request.path,
+        status,
+        request_id = request_id.unwrap_or(""),
+        "qualtrics call"
+    );
 }
 
 const KNOWN: &[&str] = &[
@@ -323,19 +379,17 @@ pub fn parse_retry_after(value: &str) -> Option<Duration> {
 #[async_trait]
 impl QualtricsApi for Client {
     async fn send(&self, request: ApiRequest) -> Result<ApiResponse, StepError> {
-        let max_backoff = self.max_backoff;
-        (|| self.attempt(&request))
-            .retry(self.backoff)
-            .when(StepError::is_retryable)
-            .adjust(move |e, delay| {
-                let delay = delay?;
-                match e.retry_after() {
-                    Some(wait) if wait > max_backoff => None,
-                    Some(wait) => Some(wait.max(delay)),
-                    None => Some(delay),
-                }
-            })
-            .notify(|e, delay| tracing::warn!(error = %e, ?delay, "qualtrics call will be retried"))
-            .await
+        self.retried(|| self.attempt(&request)).await
+    }
+
+    async fn download(&self, request: ApiRequest) -> Result<ObjectReader, StepError> {
+        let response = self.retried(|| self.attempt_download(&request)).await?;
+        let chunks = futures_util::stream::try_unfold(response, |mut response| async move {
+            let chunk = response.chunk().await.map_err(std::io::Error::other)?;
+            Ok::<_, std::io::Error>(chunk.map(|chunk| (chunk, response)))
+        });
+        Ok(Box::pin(tokio_util::io::StreamReader::new(Box::pin(
+            chunks,
+        ))))
     }
 }
