@@ -10,7 +10,7 @@
 //!   jitter (backon), bounded by `max_retries`. A `Retry-After` longer than the computed delay
 //!   wins; one longer than `backoff_max_ms` ends the retries, so the message goes back to SQS
 //!   instead of holding the Lambda.
-//! - **Logging**: every response logs its `meta.requestId`.
+//! - **Logging**: every response logs its `meta.requestId` (a downloaded file carries none).
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;

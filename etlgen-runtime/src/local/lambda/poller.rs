@@ -25,29 +25,36 @@ pub(super) struct Poller {
 
 impl Poller {
     pub(super) async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        // Outside `receive`, so a batch still gathering when the emulator stops is not lost.
+        let mut gathered = Vec::new();
         while !*shutdown.borrow() {
-            let batch = tokio::select! {
-                batch = self.receive() => batch,
+            let received = tokio::select! {
+                received = self.receive(&mut gathered) => received,
                 _ = shutdown.changed() => break,
             };
-            match batch {
-                Ok(messages) if messages.is_empty() => {}
-                Ok(messages) => self.deliver(messages).await,
-                Err(e) => {
-                    tracing::warn!(queue = %self.mapping.queue_url, error = %e, "receive failed");
+            if let Err(e) = received {
+                tracing::warn!(queue = %self.mapping.queue_url, error = %e, "receive failed");
+                if gathered.is_empty() {
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
             }
+            if !gathered.is_empty() {
+                self.deliver(std::mem::take(&mut gathered)).await;
+            }
         }
+        // A batch that will never be invoked goes back to the queue now, instead of after
+        // its visibility timeout (minutes, for a long function timeout).
+        self.set_visibility(&gathered.iter().collect::<Vec<_>>(), 0)
+            .await;
         for instance in self.pool.lock().await.drain(..) {
             instance.stop().await;
         }
     }
 
-    /// One batch: up to `BatchSize` messages, gathered for at most the batching window.
-    async fn receive(&self) -> Result<Vec<Message>, String> {
+    /// One batch, into `messages`: up to `BatchSize` messages, gathered for at most the
+    /// batching window.
+    async fn receive(&self, messages: &mut Vec<Message>) -> Result<(), String> {
         let mapping = &self.mapping;
-        let mut messages = Vec::new();
         let started = Instant::now();
         loop {
             let wanted = (mapping.batch_size - messages.len()).min(10) as i32;
@@ -76,7 +83,7 @@ impl Poller {
             let full = messages.len() >= mapping.batch_size;
             let window_over = started.elapsed() >= mapping.window;
             if messages.is_empty() || full || window_over || got == 0 {
-                return Ok(messages);
+                return Ok(());
             }
         }
     }
@@ -196,12 +203,18 @@ impl Poller {
             .iter()
             .filter(|m| !succeeded.iter().any(|s| s.message_id() == m.message_id()))
             .collect();
-        for chunk in retry.chunks(10) {
+        self.set_visibility(&retry, self.retry_delay.as_secs() as i32)
+            .await;
+    }
+
+    /// Makes messages visible again after `seconds`.
+    async fn set_visibility(&self, messages: &[&Message], seconds: i32) {
+        for chunk in messages.chunks(10) {
             let entries = chunk.iter().enumerate().filter_map(|(i, m)| {
                 ChangeMessageVisibilityBatchRequestEntry::builder()
                     .id(i.to_string())
                     .receipt_handle(m.receipt_handle()?)
-                    .visibility_timeout(self.retry_delay.as_secs() as i32)
+                    .visibility_timeout(seconds)
                     .build()
                     .ok()
             });
