@@ -58,15 +58,21 @@ pub async fn put_whole<S: ObjectStore + ?Sized>(
     store: &S,
     bucket: &str,
     key: &str,
-    mut body: ObjectReader,
+    body: ObjectReader,
 ) -> Result<u64, StepError> {
-    let mut buf = Vec::new();
-    body.read_to_end(&mut buf).await.map_err(|e| {
-        StepError::retryable(format!("reading the body for s3://{bucket}/{key}")).with_source(e)
-    })?;
-    let written = buf.len() as u64;
-    store.put(bucket, key, Bytes::from(buf)).await?;
+    let whole = read_whole(body, &format!("s3://{bucket}/{key}")).await?;
+    let written = whole.len() as u64;
+    store.put(bucket, key, whole).await?;
     Ok(written)
+}
+
+/// Reads a stream to its end, for the ports' whole-body defaults; `to` names where it goes.
+async fn read_whole(mut body: ObjectReader, to: &str) -> Result<Bytes, StepError> {
+    let mut buf = Vec::new();
+    body.read_to_end(&mut buf)
+        .await
+        .map_err(|e| StepError::retryable(format!("reading the body for {to}")).with_source(e))?;
+    Ok(Bytes::from(buf))
 }
 
 /// Reads a whole (small) object: state files and manifests, never client data files.
@@ -192,14 +198,11 @@ pub trait Sftp: Send + Sync + 'static {
 pub async fn write_whole<S: Sftp + ?Sized>(
     sftp: &S,
     path: &str,
-    mut body: ObjectReader,
+    body: ObjectReader,
 ) -> Result<u64, StepError> {
-    let mut buf = Vec::new();
-    body.read_to_end(&mut buf).await.map_err(|e| {
-        StepError::retryable(format!("reading the body for SFTP {path}")).with_source(e)
-    })?;
-    let written = buf.len() as u64;
-    sftp.write(path, Bytes::from(buf)).await?;
+    let whole = read_whole(body, &format!("SFTP {path}")).await?;
+    let written = whole.len() as u64;
+    sftp.write(path, whole).await?;
     Ok(written)
 }
 

@@ -250,21 +250,8 @@ impl Sftp for SftpClient {
     }
 
     async fn write(&self, path: &str, body: Bytes) -> Result<(), StepError> {
-        let result = async {
-            let flags = OpenFlags::CREATE | OpenFlags::TRUNCATE | OpenFlags::WRITE;
-            let mut file = self
-                .session()
-                .await?
-                .open_with_flags(path, flags)
-                .await
-                .map_err(|e| failed("open", e))?;
-            file.write_all(&body)
-                .await
-                .map_err(|e| failed("write", e))?;
-            file.shutdown().await.map_err(|e| failed("close", e))
-        }
-        .await;
-        self.forget(result).await
+        let body: ObjectReader = Box::pin(std::io::Cursor::new(body));
+        self.write_stream(path, body).await.map(|_| ())
     }
 }
 
