@@ -14,8 +14,11 @@ pub mod read;
 mod run;
 pub mod schema;
 mod seen;
+mod spill;
 #[cfg(test)]
 mod tests;
+
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
@@ -27,8 +30,9 @@ use crate::step::{InitContext, Message, Step, StepContext};
 use crate::zones;
 
 use defaults::Hook;
-use read::RawRow;
+use read::Rows;
 use run::RunState;
+use seen::Seen;
 
 pub use read::Format;
 pub use schema::{Column, ColumnType};
@@ -47,9 +51,16 @@ pub struct Settings {
     pub format: Format,
     /// The declared columns.
     pub columns: Vec<Column>,
-    /// The primary key column; rows repeating a key are rejected. Memory grows by eight
-    /// bytes per distinct key (a 64-bit hash is kept, not the key).
+    /// The primary key column; rows repeating a key are rejected (the first is kept).
+    /// A 64-bit hash is kept per distinct key, not the key.
     pub primary_key: Option<String>,
+    /// The memory dedup may use, in KiB. A file with more distinct keys than fit is read
+    /// twice (the first pass sorts the keys' hashes on disk, 16 bytes per row, in
+    /// `temp_dir`), with the same outcome.
+    pub dedup_memory_kb: usize,
+    /// Where dedup past `dedup_memory_kb` spills; the system temp directory (`/tmp` on
+    /// Lambda, its ephemeral storage) by default.
+    pub temp_dir: Option<PathBuf>,
     /// Records per output batch.
     pub batch_size: usize,
     /// Rejected rows per report object.
@@ -66,6 +77,8 @@ impl Default for Settings {
             format: Format::Auto,
             columns: Vec::new(),
             primary_key: None,
+            dedup_memory_kb: 32 << 10,
+            temp_dir: None,
             batch_size: 100,
             report_rows: 10_000,
             record_schema: 1,
@@ -252,28 +265,73 @@ impl<H: Hooks + Default> Step for Validator<H> {
 
     async fn process(&self, input: &Envelope<Source>, cx: &StepContext) -> Result<(), StepError> {
         let (raw_key, format) = store_raw(input, cx).await?;
-        let reader = cx
-            .services()
-            .objects
-            .get(cx.data_bucket(), &raw_key)
-            .await?
-            .ok_or_else(|| StepError::retryable(format!("raw copy {raw_key} not readable yet")))?;
-        let mut rows = read::Rows::open(reader, format)
-            .await
-            .map_err(|e| StepError::retryable(format!("reading {raw_key}")).with_source(e))?;
-        let mut run = RunState::new(self, input, cx);
-        while let Some((line, row)) = rows
-            .next_raw()
-            .await
-            .map_err(|e| StepError::retryable(format!("reading {raw_key}")).with_source(e))?
-        {
-            match row {
-                RawRow::Csv { headers, record } => run.csv_row(line, headers, record).await?,
-                other => run.row(line, other.into_record()).await?,
+        let mut rows = open_rows(cx, &raw_key, format).await?;
+        let seen = Seen::in_memory(self.dedup_memory());
+        let mut run = RunState::new(self, input, cx, seen, false);
+        let mut read = 0u64;
+        while let Some((line, row)) = next_row(&mut rows, &raw_key).await? {
+            read += 1;
+            run.raw_row(line, row).await?;
+            if run.seen_full() {
+                // Rows so far are decided and may be sent: find the repeated keys of the
+                // whole file, then go on from the next row of a fresh read.
+                run.forget_seen();
+                run.look_up(self.duplicates(input, cx, &raw_key, format).await?)?;
+                rows = open_rows(cx, &raw_key, format).await?;
+                for _ in 0..read {
+                    next_row(&mut rows, &raw_key).await?;
+                }
             }
         }
         run.finish().await
     }
+}
+
+impl<H: Hooks> Validator<H> {
+    fn dedup_memory(&self) -> usize {
+        self.settings.dedup_memory_kb.saturating_mul(1 << 10)
+    }
+
+    /// The pass of a file with more keys than dedup's memory: the same row checks, sending
+    /// and writing nothing, collecting the keys on disk; see `seen`.
+    async fn duplicates(
+        &self,
+        input: &Envelope<Source>,
+        cx: &StepContext,
+        raw_key: &str,
+        format: Format,
+    ) -> Result<spill::Merge<u64>, StepError> {
+        let dir = (self.settings.temp_dir.clone()).unwrap_or_else(std::env::temp_dir);
+        tracing::info!(dir = %dir.display(), "dedup past its memory budget: collecting keys");
+        let seen = Seen::collect(&dir, self.dedup_memory());
+        let mut dry = RunState::new(self, input, cx, seen, true);
+        let mut rows = open_rows(cx, raw_key, format).await?;
+        while let Some((line, row)) = next_row(&mut rows, raw_key).await? {
+            dry.raw_row(line, row).await?;
+        }
+        dry.into_seen().duplicates()
+    }
+}
+
+async fn open_rows(cx: &StepContext, raw_key: &str, format: Format) -> Result<Rows, StepError> {
+    let reader = cx
+        .services()
+        .objects
+        .get(cx.data_bucket(), raw_key)
+        .await?
+        .ok_or_else(|| StepError::retryable(format!("raw copy {raw_key} not readable yet")))?;
+    Rows::open(reader, format)
+        .await
+        .map_err(|e| StepError::retryable(format!("reading {raw_key}")).with_source(e))
+}
+
+async fn next_row<'r>(
+    rows: &'r mut Rows,
+    raw_key: &str,
+) -> Result<Option<(u64, read::RawRow<'r>)>, StepError> {
+    rows.next_raw()
+        .await
+        .map_err(|e| StepError::retryable(format!("reading {raw_key}")).with_source(e))
 }
 
 async fn store_raw(

@@ -2,12 +2,15 @@
 //!
 //! Kept apart from the step so the order the fan-in relies on (the manifest is written
 //! before the last batch leaves) and the switch between checking `Record`s and checking
-//! cells (see `compact`) read in one place.
+//! cells (see `compact`) read in one place. The same code runs the pass that only
+//! collects primary keys for dedup past its memory budget (`dry`), so that pass checks
+//! exactly the keys, in the same order, that the real pass checks.
 
 use super::compact::{CompactBatch, Payload, Plan};
 use super::defaults::{self, Hook, Known};
 use super::read::RawRow;
 use super::seen::Seen;
+use super::spill::Merge;
 use super::{Hooks, Source, Validator, batch_key};
 use crate::envelope::Envelope;
 use crate::error::StepError;
@@ -30,6 +33,8 @@ pub(super) struct RunState<'a, H> {
     valid: u64,
     rejected: u64,
     seen: Seen,
+    /// Sends and writes nothing: the pass that collects the keys.
+    dry: bool,
     report: csv::Writer<Vec<u8>>,
     report_rows: usize,
     reports: u64,
@@ -40,6 +45,8 @@ impl<'a, H: Hooks> RunState<'a, H> {
         step: &'a Validator<H>,
         input: &'a Envelope<Source>,
         cx: &'a StepContext,
+        seen: Seen,
+        dry: bool,
     ) -> Self {
         Self {
             step,
@@ -53,10 +60,39 @@ impl<'a, H: Hooks> RunState<'a, H> {
             emitted: 0,
             valid: 0,
             rejected: 0,
-            seen: Seen::default(),
+            seen,
+            dry,
             report: report_writer(),
             report_rows: 0,
             reports: 0,
+        }
+    }
+
+    /// Whether dedup must go on from the keys collected by a pass of its own.
+    pub(super) fn seen_full(&self) -> bool {
+        self.seen.full()
+    }
+
+    /// Frees the keys held before that pass.
+    pub(super) fn forget_seen(&mut self) {
+        self.seen.forget();
+    }
+
+    /// Goes on rejecting the keys that pass found repeated.
+    pub(super) fn look_up(&mut self, duplicates: Merge<u64>) -> Result<(), StepError> {
+        self.seen.look_up(duplicates)
+    }
+
+    /// The keys a dry pass collected.
+    pub(super) fn into_seen(self) -> Seen {
+        self.seen
+    }
+
+    /// One row as read.
+    pub(super) async fn raw_row(&mut self, line: u64, row: RawRow<'_>) -> Result<(), StepError> {
+        match row {
+            RawRow::Csv { headers, record } => self.csv_row(line, headers, record).await,
+            other => self.row(line, other.into_record()).await,
         }
     }
 
@@ -85,12 +121,10 @@ impl<'a, H: Hooks> RunState<'a, H> {
         let settings = &self.step.settings;
         let batch_size = settings.batch_size.max(1);
         batch.push(plan, record.as_slice(), |field| record.range(field));
-        let checked = batch.check(plan, &settings.columns).and_then(|()| {
-            let Some(column) = &settings.primary_key else {
-                return Ok(());
-            };
-            self.seen.insert(column, batch.primary_key(plan))
-        });
+        let mut checked = batch.check(plan, &settings.columns);
+        if let (Ok(()), Some(column)) = (&checked, &settings.primary_key) {
+            checked = self.seen.insert(column, batch.primary_key(plan))?;
+        }
         if let Err(reason) = checked {
             let row = batch.pending_record();
             batch.discard();
@@ -118,7 +152,11 @@ impl<'a, H: Hooks> RunState<'a, H> {
             hooks.validate_row(&mut row, &self.step.settings)
         });
         self.known.validate_row = Some(default);
-        if let Err(reason) = checked.and_then(|()| self.dedup(&row)) {
+        let checked = match checked {
+            Ok(()) => self.dedup(&row)?,
+            failed => failed,
+        };
+        if let Err(reason) = checked {
             return self.reject(line, &reason, Some(&row)).await;
         }
         let (mapped, default) = defaults::probe::<H, _>(Hook::Map, || hooks.map(row));
@@ -136,9 +174,9 @@ impl<'a, H: Hooks> RunState<'a, H> {
         Ok(())
     }
 
-    fn dedup(&mut self, row: &Record) -> Result<(), String> {
+    fn dedup(&mut self, row: &Record) -> Result<Result<(), String>, StepError> {
         let Some(column) = &self.step.settings.primary_key else {
-            return Ok(());
+            return Ok(Ok(()));
         };
         self.seen.insert(column, row.get(column).map(Into::into))
     }
@@ -152,6 +190,13 @@ impl<'a, H: Hooks> RunState<'a, H> {
     async fn cut_batch(&mut self) -> Result<(), StepError> {
         self.batches += 1;
         let number = self.batches;
+        if self.dry {
+            self.batch.clear();
+            if let Some((_, batch)) = &mut self.compact {
+                batch.take();
+            }
+            return Ok(());
+        }
         let records = match &mut self.compact {
             Some((_, batch)) if batch.len() > 0 => {
                 let batch = batch.take();
@@ -188,6 +233,9 @@ impl<'a, H: Hooks> RunState<'a, H> {
         reason: &str,
         row: Option<&Record>,
     ) -> Result<(), StepError> {
+        if self.dry {
+            return Ok(());
+        }
         self.rejected += 1;
         self.report_rows += 1;
         let record = row

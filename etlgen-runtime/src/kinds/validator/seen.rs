@@ -1,27 +1,158 @@
-//! The primary keys a run has seen, for rejecting repeated keys.
+//! The primary keys a run has seen, for rejecting repeated keys, in bounded memory.
 //!
-//! A 64-bit hash of each key is kept, never the key, so memory is eight bytes per distinct
-//! key and the set's spare room, whatever the keys' length.
+//! A 64-bit hash of each key is kept, never the key. While the distinct keys fit the
+//! step's budget they are a hash set, and a file is read once, as it always was. A file
+//! with more keys cannot be decided row by row in that memory, and batches already sent
+//! cannot be taken back, so the validator then reads the raw copy once more before going
+//! on (see `Validator::process`): that pass only collects `(hash, n)` for the n-th key
+//! checked, in sorted runs on disk (`spill`); the merged runs give every n whose hash came
+//! earlier, sorted again by n; and the run goes on rejecting exactly those. A row is a
+//! duplicate either way iff an earlier checked key has its hash, so the rows sent and
+//! rejected are the same as with an unbounded set (hash collisions included), and a retry
+//! repeats them.
+//!
+//! Why not a smaller in-memory structure: a Bloom filter or a set of shorter hashes gives
+//! false duplicates, which would drop valid rows; only an exact comparison keeps the
+//! outputs identical, and an exact set grows with the keys.
 
 use std::collections::HashSet;
 use std::hash::{BuildHasherDefault, Hash, Hasher};
+use std::path::{Path, PathBuf};
 
 use super::schema::ValueRef;
+use super::spill::{Merge, Sorter};
+use crate::error::StepError;
 
 /// The keys seen so far.
-#[derive(Debug, Default)]
-pub(super) struct Seen(HashSet<u64, BuildHasherDefault<Prehashed>>);
+#[derive(Debug)]
+pub(super) struct Seen {
+    /// Keys checked so far: the next one is key number `checked`.
+    checked: u64,
+    mode: Mode,
+}
+
+#[derive(Debug)]
+enum Mode {
+    /// The hashes, while at most `limit`.
+    Memory {
+        set: HashSet<u64, BuildHasherDefault<Prehashed>>,
+        limit: usize,
+    },
+    /// The pass that only collects `(hash, key number)`; no key is a duplicate here.
+    Collect(Sorter<(u64, u64)>, PathBuf, usize),
+    /// The numbers of the keys that repeat an earlier one, ascending; `next` is the first
+    /// not yet passed.
+    Lookup {
+        duplicates: Merge<u64>,
+        next: Option<u64>,
+    },
+}
+
+impl Default for Seen {
+    fn default() -> Self {
+        Self::in_memory(usize::MAX)
+    }
+}
 
 impl Seen {
-    /// Records the key of a row (`None` when the row lacks the key column); a key seen
-    /// before is the rejection reason.
-    pub(super) fn insert(&mut self, column: &str, key: Option<ValueRef<'_>>) -> Result<(), String> {
-        if self.0.insert(hash(key)) {
-            Ok(())
-        } else {
-            Err(format!("duplicate primary key {column} = {}", display(key)))
+    /// A set of at most the distinct keys that fit `memory` bytes (see [`keys_within`]).
+    pub(super) fn in_memory(memory: usize) -> Self {
+        Self {
+            checked: 0,
+            mode: Mode::Memory {
+                set: HashSet::default(),
+                limit: keys_within(memory),
+            },
         }
     }
+
+    /// The collecting pass, spilling to `dir` past `memory` bytes.
+    pub(super) fn collect(dir: &Path, memory: usize) -> Self {
+        Self {
+            checked: 0,
+            mode: Mode::Collect(Sorter::new(dir, memory / 2), dir.to_owned(), memory / 2),
+        }
+    }
+
+    /// Whether the set holds as many keys as it may; one more could make it grow.
+    pub(super) fn full(&self) -> bool {
+        matches!(&self.mode, Mode::Memory { set, limit } if set.len() >= *limit)
+    }
+
+    /// Frees the set before the collecting pass (decisions so far are kept by the caller).
+    pub(super) fn forget(&mut self) {
+        if let Mode::Memory { set, .. } = &mut self.mode {
+            *set = HashSet::default();
+        }
+    }
+
+    /// Goes on from the collecting pass's `duplicates`, at the key number reached so far.
+    pub(super) fn look_up(&mut self, mut duplicates: Merge<u64>) -> Result<(), StepError> {
+        let next = duplicates.next()?;
+        self.mode = Mode::Lookup { duplicates, next };
+        Ok(())
+    }
+
+    /// After the collecting pass: the numbers of the keys that repeat an earlier key's
+    /// hash, ascending.
+    pub(super) fn duplicates(self) -> Result<Merge<u64>, StepError> {
+        let Mode::Collect(sorter, dir, memory) = self.mode else {
+            return Err(StepError::permanent("dedup: not a collecting pass"));
+        };
+        let mut pairs = sorter.finish()?;
+        let mut duplicates = Sorter::new(&dir, memory);
+        let mut last = None;
+        // Sorted by hash, then number: the first of each hash is the one kept.
+        while let Some((hash, number)) = pairs.next()? {
+            if last == Some(hash) {
+                duplicates.push(number)?;
+            }
+            last = Some(hash);
+        }
+        drop(pairs);
+        duplicates.finish()
+    }
+
+    /// Records the key of a row (`None` when the row lacks the key column); a key seen
+    /// before is the rejection reason. The outer error is a failure to spill or read back.
+    pub(super) fn insert(
+        &mut self,
+        column: &str,
+        key: Option<ValueRef<'_>>,
+    ) -> Result<Result<(), String>, StepError> {
+        let number = self.checked;
+        self.checked += 1;
+        let repeated = match &mut self.mode {
+            Mode::Memory { set, .. } => !set.insert(hash(key)),
+            Mode::Collect(sorter, ..) => {
+                sorter.push((hash(key), number))?;
+                false
+            }
+            Mode::Lookup { duplicates, next } => {
+                while next.is_some_and(|n| n < number) {
+                    *next = duplicates.next()?;
+                }
+                *next == Some(number)
+            }
+        };
+        Ok(if repeated {
+            Err(format!("duplicate primary key {column} = {}", display(key)))
+        } else {
+            Ok(())
+        })
+    }
+}
+
+/// The most keys a set may hold within `memory` bytes. The set's table has a power of two
+/// of slots of nine bytes (the hash and a control byte), holds up to 7/8 of them, and
+/// while it doubles the old table is still allocated: 13.5 bytes per slot at the peak.
+pub(super) fn keys_within(memory: usize) -> usize {
+    if memory == usize::MAX {
+        return usize::MAX;
+    }
+    let slots = (memory.saturating_mul(2) / 27).max(1);
+    let slots = 1usize << slots.ilog2();
+    if slots < 8 { 0 } else { slots / 8 * 7 }
 }
 
 /// A key's hash: text as itself, any other value as its JSON text, a missing key as "".
@@ -70,23 +201,27 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn check(seen: &mut Seen, key: Option<ValueRef<'_>>) -> Result<(), String> {
+        seen.insert("id", key).unwrap()
+    }
+
     #[test]
     fn a_repeated_key_is_rejected_with_its_json_text() {
         let mut seen = Seen::default();
-        assert!(seen.insert("id", Some(ValueRef::Text("a\"b"))).is_ok());
+        assert!(check(&mut seen, Some(ValueRef::Text("a\"b"))).is_ok());
         assert_eq!(
-            seen.insert("id", Some(ValueRef::Text("a\"b"))).unwrap_err(),
+            check(&mut seen, Some(ValueRef::Text("a\"b"))).unwrap_err(),
             r#"duplicate primary key id = "a\"b""#
         );
         let n = json!(42);
-        assert!(seen.insert("id", Some(ValueRef::Other(&n))).is_ok());
+        assert!(check(&mut seen, Some(ValueRef::Other(&n))).is_ok());
         assert_eq!(
-            seen.insert("id", Some(ValueRef::Other(&n))).unwrap_err(),
+            check(&mut seen, Some(ValueRef::Other(&n))).unwrap_err(),
             "duplicate primary key id = 42"
         );
-        assert!(seen.insert("id", None).is_ok());
+        assert!(check(&mut seen, None).is_ok());
         assert_eq!(
-            seen.insert("id", None).unwrap_err(),
+            check(&mut seen, None).unwrap_err(),
             "duplicate primary key id = "
         );
     }
@@ -95,7 +230,61 @@ mod tests {
     fn a_number_and_its_text_are_the_same_key() {
         let mut seen = Seen::default();
         let n = json!(7);
-        assert!(seen.insert("id", Some(ValueRef::Other(&n))).is_ok());
-        assert!(seen.insert("id", Some(ValueRef::Text("7"))).is_err());
+        assert!(check(&mut seen, Some(ValueRef::Other(&n))).is_ok());
+        assert!(check(&mut seen, Some(ValueRef::Text("7"))).is_err());
+    }
+
+    #[test]
+    fn the_budget_allows_the_keys_of_a_table_that_fits() {
+        assert_eq!(keys_within(32 << 20), 1_835_008);
+        assert!(1_835_008usize.div_ceil(7) * 8 * 27 / 2 <= 32 << 20);
+        assert_eq!(keys_within(0), 0);
+        assert_eq!(keys_within(1024), 56);
+    }
+
+    /// Keys checked through the collecting pass and then looked up, switching after
+    /// `switch_at` keys as the validator does, against the in-memory set.
+    fn external(keys: &[String], switch_at: usize, memory: usize) -> Vec<Result<(), String>> {
+        let dir = tempfile::tempdir().unwrap();
+        let mut collect = Seen::collect(dir.path(), memory);
+        for key in keys {
+            check(&mut collect, Some(ValueRef::Text(key))).unwrap();
+        }
+        let mut seen = Seen::in_memory(usize::MAX);
+        let mut out: Vec<_> = keys[..switch_at]
+            .iter()
+            .map(|key| check(&mut seen, Some(ValueRef::Text(key))))
+            .collect();
+        seen.forget();
+        seen.look_up(collect.duplicates().unwrap()).unwrap();
+        out.extend(
+            keys[switch_at..]
+                .iter()
+                .map(|key| check(&mut seen, Some(ValueRef::Text(key)))),
+        );
+        out
+    }
+
+    #[test]
+    fn looking_up_the_spilled_duplicates_rejects_what_the_set_rejects() {
+        let keys: Vec<String> = (0..400u64)
+            .map(|i| ((i * 7919) % 173).to_string())
+            .collect();
+        let mut seen = Seen::default();
+        let expected: Vec<_> = keys
+            .iter()
+            .map(|key| check(&mut seen, Some(ValueRef::Text(key))))
+            .collect();
+        assert_eq!(expected.iter().filter(|r| r.is_err()).count(), 400 - 173);
+        // Runs of one, three and all pairs (past the merge fan-in with one).
+        for memory in [0, 96, 1 << 20] {
+            for switch_at in [0, 100, 400] {
+                assert_eq!(
+                    external(&keys, switch_at, memory),
+                    expected,
+                    "{memory} {switch_at}"
+                );
+            }
+        }
     }
 }

@@ -1,5 +1,6 @@
 //! Whole runs through the validator: rows checked as cells (default row hooks) give the
-//! same messages and reports as rows checked as `Record`s (any row hook overridden).
+//! same messages and reports as rows checked as `Record`s (any row hook overridden), and
+//! dedup past its memory budget gives what the in-memory set gives.
 
 use super::*;
 use crate::testing::Harness;
@@ -58,10 +59,18 @@ impl Hooks for BatchesAsRecords {
     }
 }
 
+type Outcome = (Vec<String>, Vec<(String, String)>);
+
 /// The message bodies and every object the run wrote.
-async fn run<H: Hooks + Default>() -> (Vec<String>, Vec<(String, String)>) {
-    let h = Harness::<Validator<H>>::new("validate", CONFIG);
-    h.objects.insert("landing", "in/2024-05-01/file.csv", FILE);
+async fn run<H: Hooks + Default>() -> Outcome {
+    run_with::<H>("", FILE).await
+}
+
+/// The same with `settings` added to the step's and another file.
+async fn run_with<H: Hooks + Default>(settings: &str, file: &str) -> Outcome {
+    let h = Harness::<Validator<H>>::new("validate", &format!("{CONFIG}{settings}"));
+    h.objects
+        .insert("landing", "in/2024-05-01/file.csv", file.to_owned());
     let source = Source::Object {
         bucket: "landing".into(),
         key: "in/2024-05-01/file.csv".into(),
@@ -111,4 +120,88 @@ async fn default_hooks_give_what_overridden_hooks_give() {
     }
     assert_eq!(run::<Defaults>().await, (bodies.clone(), objects.clone()));
     assert_eq!(run::<BatchesAsRecords>().await, (bodies, objects));
+}
+
+/// 300 rows over 113 keys, far apart and spelt two ways (`7`, `" 7 "`); every eleventh row
+/// is invalid, so its key does not count and a later row with that key may be kept.
+fn many_keys() -> String {
+    let mut file = String::from("id,email,score,visited,note,note\n");
+    for i in 0..300u64 {
+        let id = (i * 7919) % 113;
+        let id = if i % 5 == 0 {
+            format!("\" {id} \"")
+        } else {
+            id.to_string()
+        };
+        let email = if i % 11 == 0 {
+            "nope".to_owned()
+        } else {
+            format!("p{i}@x.co")
+        };
+        file.push_str(&format!("{id},{email},,,,\n"));
+    }
+    file
+}
+
+fn temp_dir_setting(dir: &std::path::Path) -> String {
+    format!(
+        "temp_dir = {}\n",
+        toml::Value::from(dir.display().to_string())
+    )
+}
+
+#[tokio::test]
+async fn dedup_past_its_memory_gives_what_the_set_gives() {
+    let file = many_keys();
+    let expected = run_with::<Defaults>("", &file).await;
+    let reports: String = (expected.1.iter())
+        .filter(|(key, _)| key.contains("/rejected-"))
+        .map(|(_, text)| text.as_str())
+        .collect();
+    let duplicates = reports.matches("duplicate primary key").count();
+    assert!(duplicates > 100, "{duplicates}: {reports}");
+    assert!(
+        reports.contains(r#"duplicate primary key id = 7"#),
+        "{reports}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    // No key in memory (runs of one pair, merged past the fan-in), and 56 keys (the set
+    // fills mid-file; runs of 32 pairs).
+    for kb in [0, 1] {
+        let settings = format!("{}dedup_memory_kb = {kb}\n", temp_dir_setting(dir.path()));
+        assert!(
+            run_with::<Defaults>(&settings, &file).await == expected,
+            "{kb} KiB"
+        );
+        assert!(
+            run_with::<RowsAsRecords>(&settings, &file).await == expected,
+            "{kb} KiB"
+        );
+    }
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "no file left"
+    );
+}
+
+#[tokio::test]
+async fn an_unwritable_temp_dir_fails_the_run_for_a_retry() {
+    let dir = tempfile::tempdir().unwrap();
+    let not_a_dir = dir.path().join("file");
+    std::fs::write(&not_a_dir, "").unwrap();
+    let settings = format!(
+        "{}dedup_memory_kb = 0\n",
+        temp_dir_setting(&not_a_dir.join("tmp"))
+    );
+    let h = Harness::<Validator<Defaults>>::new("validate", &format!("{CONFIG}{settings}"));
+    h.objects
+        .insert("landing", "in/2024-05-01/file.csv", many_keys());
+    let source = Source::Object {
+        bucket: "landing".into(),
+        key: "in/2024-05-01/file.csv".into(),
+    };
+    let response = h.deliver(&h.envelope("file", source)).await;
+    assert_eq!(response.batch_item_failures.len(), 1);
+    assert!(h.queue.sent().is_empty());
 }
