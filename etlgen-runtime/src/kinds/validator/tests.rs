@@ -186,6 +186,31 @@ async fn dedup_past_its_memory_gives_what_the_set_gives() {
 }
 
 #[tokio::test]
+async fn dedup_of_json_lines_past_its_memory_gives_what_the_set_gives() {
+    // Keys as numbers and as their text are the same key.
+    let file: String = (0..200u64)
+        .map(|i| match (i * 31) % 67 {
+            id if i % 3 == 0 => format!("{{\"id\":\"{id}\",\"email\":\"p{i}@x.co\"}}\n"),
+            id => format!("{{\"id\":{id},\"email\":\"p{i}@x.co\"}}\n"),
+        })
+        .collect();
+    let settings = "format = \"jsonl\"\n";
+    let expected = run_with::<Defaults>(settings, &file).await;
+    let dir = tempfile::tempdir().unwrap();
+    let spilling = format!(
+        "{settings}{}dedup_memory_kb = 0\n",
+        temp_dir_setting(dir.path())
+    );
+    let outcome = run_with::<Defaults>(&spilling, &file).await;
+    assert_eq!(
+        outcome.0.len(),
+        67usize.div_ceil(3),
+        "67 distinct keys in batches of 3"
+    );
+    assert!(outcome == expected);
+}
+
+#[tokio::test]
 async fn an_unwritable_temp_dir_fails_the_run_for_a_retry() {
     let dir = tempfile::tempdir().unwrap();
     let not_a_dir = dir.path().join("file");
