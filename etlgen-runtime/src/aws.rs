@@ -150,7 +150,7 @@ impl ObjectStore for S3 {
         key: &str,
         body: ObjectReader,
     ) -> Result<u64, StepError> {
-        multipart::upload(&self.0, bucket, key, body, PART_SIZE).await
+        multipart::upload(&self.0, bucket, key, body).await
     }
 
     async fn put_if_absent(&self, bucket: &str, key: &str, body: Bytes) -> Result<bool, StepError> {

@@ -24,10 +24,9 @@ pub(super) async fn upload(
     bucket: &str,
     key: &str,
     mut body: ObjectReader,
-    part_size: usize,
 ) -> Result<u64, StepError> {
-    let mut part = next_part(&mut body, part_size, bucket, key).await?;
-    if part.len() < part_size {
+    let mut part = next_part(&mut body, bucket, key).await?;
+    if part.len() < PART_SIZE {
         let written = part.len() as u64;
         client
             .put_object()
@@ -46,7 +45,11 @@ pub(super) async fn upload(
         .send()
         .await
         .map_err(|e| classify(format!("CreateMultipartUpload s3://{bucket}/{key}"), e))?;
-    let upload_id = started.upload_id().unwrap_or_default().to_owned();
+    let upload_id = started.upload_id().map(str::to_owned).ok_or_else(|| {
+        StepError::retryable(format!(
+            "CreateMultipartUpload s3://{bucket}/{key} answered without an UploadId"
+        ))
+    })?;
     let mut parts = Vec::new();
     let mut written = 0u64;
     let result = async {
@@ -69,7 +72,7 @@ pub(super) async fn upload(
                     .set_e_tag(out.e_tag().map(str::to_owned))
                     .build(),
             );
-            part = next_part(&mut body, part_size, bucket, key).await?;
+            part = next_part(&mut body, bucket, key).await?;
         }
         client
             .complete_multipart_upload()
@@ -108,17 +111,13 @@ pub(super) async fn upload(
     }
 }
 
-/// Reads up to `size` bytes: a full part, or what is left of the body (empty at its end).
-async fn next_part(
-    body: &mut ObjectReader,
-    size: usize,
-    bucket: &str,
-    key: &str,
-) -> Result<Bytes, StepError> {
-    let mut part = BytesMut::with_capacity(size);
-    while part.len() < size {
+/// Reads up to [`PART_SIZE`] bytes: a full part, or what is left of the body (empty at
+/// its end).
+async fn next_part(body: &mut ObjectReader, bucket: &str, key: &str) -> Result<Bytes, StepError> {
+    let mut part = BytesMut::with_capacity(PART_SIZE);
+    while part.len() < PART_SIZE {
         let read = (&mut *body)
-            .take((size - part.len()) as u64)
+            .take((PART_SIZE - part.len()) as u64)
             .read_buf(&mut part)
             .await
             .map_err(|e| {
