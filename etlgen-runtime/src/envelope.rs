@@ -274,6 +274,30 @@ impl<T: Serialize> Envelope<T> {
     }
 }
 
+impl Envelope<()> {
+    /// Serializes the envelope with `payload_json`, the payload already serialized, copied
+    /// in as it is: the same text `to_json` gives for an envelope holding that payload.
+    ///
+    /// This lets a payload be serialized once for every reader of a fan-out, and lets the
+    /// validator write its batches without serde's call per value. `payload_json` must be
+    /// one JSON value; every caller in this crate makes it with serde_json or with a writer
+    /// tested against serde_json's output.
+    pub(crate) fn to_json_with_payload(
+        &self,
+        payload_json: &str,
+    ) -> Result<String, serde_json::Error> {
+        // `payload` is the last field, and `()` serializes as `null`.
+        const TAIL: &str = "null}";
+        let mut body = serde_json::to_string(self)?;
+        debug_assert!(body.ends_with(TAIL), "{body}");
+        body.truncate(body.len() - TAIL.len());
+        body.reserve(payload_json.len() + 1);
+        body.push_str(payload_json);
+        body.push('}');
+        Ok(body)
+    }
+}
+
 impl<T: serde::de::DeserializeOwned> Envelope<T> {
     /// Reads a message body, refusing envelopes newer than [`ENVELOPE_VERSION`] before
     /// looking at anything else in them.
@@ -358,6 +382,19 @@ mod tests {
             next.idempotency_key,
             IdempotencyKey::derive("acme", &RunId::new("r1"), "import", "batch-1")
         );
+    }
+
+    #[test]
+    fn a_payload_serialized_apart_gives_the_same_message() {
+        let payload = serde_json::json!({"records": [{"a": "x\"y", "n": 1}], "z": null});
+        let env = Envelope::new("acme", RunId::new("r1"), date(), "s", "k", payload.clone());
+        let header = env.forward("s", ());
+        let spliced = header
+            .to_json_with_payload(&serde_json::to_string(&payload).unwrap())
+            .unwrap();
+        assert_eq!(spliced, env.to_json().unwrap());
+        let back: Envelope<serde_json::Value> = Envelope::from_json(&spliced).unwrap();
+        assert_eq!(back, env);
     }
 
     #[test]

@@ -271,6 +271,18 @@ impl StepContext {
     /// A step with no readers is the last of its pipeline: its output is logged,
     /// not sent.
     pub async fn emit<T: Serialize>(&self, envelope: &Envelope<T>) -> Result<(), StepError> {
+        let payload = serde_json::to_string(&envelope.payload)
+            .map_err(|e| StepError::permanent("output is not serializable").with_source(e))?;
+        self.emit_json(envelope, &payload).await
+    }
+
+    /// [`StepContext::emit`] with the payload already serialized as `payload_json`, which
+    /// is sent as it is to every reader (see `Envelope::to_json_with_payload`).
+    pub(crate) async fn emit_json<T>(
+        &self,
+        envelope: &Envelope<T>,
+        payload_json: &str,
+    ) -> Result<(), StepError> {
         let targets = self.targets()?;
         if targets.is_empty() {
             tracing::info!(record_key = %envelope.record_key, "last step: output not forwarded");
@@ -292,10 +304,10 @@ impl StepContext {
                 attempt: envelope.attempt,
                 record_key: envelope.record_key.clone(),
                 record_schema: envelope.record_schema,
-                payload: &envelope.payload,
+                payload: (),
             };
             let body = copy
-                .to_json()
+                .to_json_with_payload(payload_json)
                 .map_err(|e| StepError::permanent("output is not serializable").with_source(e))?;
             let message = OutgoingMessage {
                 id: format!("m{}", copy.idempotency_key.uuid().simple()),

@@ -14,7 +14,7 @@ use super::spill::Merge;
 use super::{Hooks, Source, Validator, batch_key};
 use crate::envelope::Envelope;
 use crate::error::StepError;
-use crate::kinds::{Output, Record, RecordBatch, RunManifest, emit_all, manifest_key, write_state};
+use crate::kinds::{Output, Record, RecordBatch, RunManifest, manifest_key, write_state};
 use crate::step::StepContext;
 use crate::zones;
 
@@ -224,7 +224,7 @@ impl<'a, H: Hooks> RunState<'a, H> {
     async fn send_previous(&mut self, outputs: Vec<Output<Payload>>) -> Result<(), StepError> {
         let previous = std::mem::replace(&mut self.pending, outputs);
         self.emitted += previous.len() as u64;
-        emit_all(self.input, previous, self.cx).await
+        emit_payloads(self.input, previous, self.cx).await
     }
 
     async fn reject(
@@ -300,8 +300,25 @@ impl<'a, H: Hooks> RunState<'a, H> {
             batches = manifest.batches,
             "validated"
         );
-        emit_all(self.input, std::mem::take(&mut self.pending), self.cx).await
+        emit_payloads(self.input, std::mem::take(&mut self.pending), self.cx).await
     }
+}
+
+/// Sends each output, its payload serialized once for every reader (`Payload::to_json`).
+async fn emit_payloads(
+    input: &Envelope<Source>,
+    outputs: Vec<Output<Payload>>,
+    cx: &StepContext,
+) -> Result<(), StepError> {
+    for output in outputs {
+        let json = output
+            .payload
+            .to_json()
+            .map_err(|e| StepError::permanent("output is not serializable").with_source(e))?;
+        cx.emit_json(&cx.next_envelope(input, output.record_key, ()), &json)
+            .await?;
+    }
+    Ok(())
 }
 
 fn report_writer() -> csv::Writer<Vec<u8>> {
