@@ -124,8 +124,17 @@ pub struct StepSettings {
     pub timeout_seconds: u32,
     /// Lambda memory.
     pub memory_mb: u32,
+    /// Lambda ephemeral storage (`/tmp`), where the validator's dedup spills past its
+    /// memory; AWS's 512 MB unless a kind needs more.
+    #[serde(default = "default_ephemeral_storage_mb")]
+    pub ephemeral_storage_mb: u32,
     /// Receives before a message moves to the DLQ.
     pub max_receive_count: u32,
+}
+
+/// Lambda's default ephemeral storage.
+fn default_ephemeral_storage_mb() -> u32 {
+    512
 }
 
 /// A kind-specific parameter.

@@ -31,6 +31,7 @@ const LIMITS: &[(&str, u32, u32)] = &[
     ("max_concurrency", 2, 1000),
     ("timeout_seconds", 1, 900),
     ("memory_mb", 128, 10_240),
+    ("ephemeral_storage_mb", 512, 10_240),
     ("max_receive_count", 1, 1000),
 ];
 
@@ -159,6 +160,7 @@ fn numeric_mut<'a>(s: &'a mut StepSettings, key: &str) -> &'a mut u32 {
         "max_concurrency" => &mut s.max_concurrency,
         "timeout_seconds" => &mut s.timeout_seconds,
         "memory_mb" => &mut s.memory_mb,
+        "ephemeral_storage_mb" => &mut s.ephemeral_storage_mb,
         "max_receive_count" => &mut s.max_receive_count,
         other => unreachable!("{other} is not in LIMITS"),
     }

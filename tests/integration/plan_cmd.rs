@@ -83,6 +83,7 @@ fn json_steps_and_hook_points_agree_with_the_answers() {
                 ("max_concurrency", s.max_concurrency),
                 ("timeout_seconds", s.timeout_seconds),
                 ("memory_mb", s.memory_mb),
+                ("ephemeral_storage_mb", s.ephemeral_storage_mb),
                 ("max_receive_count", s.max_receive_count),
             ] {
                 assert_eq!(got["settings"][key], value, "{}.{key}", step.name);

@@ -671,6 +671,10 @@ fn check_stack(answers: &Answers, endpoint: &str, listed: &Value) {
         );
         assert_eq!(f["Timeout"], s.timeout_seconds, "{name}");
         assert_eq!(f["MemorySize"], s.memory_mb, "{name}");
+        assert_eq!(
+            f["EphemeralStorage"]["Size"], s.ephemeral_storage_mb,
+            "{name}"
+        );
         assert_eq!(f["TracingConfig"]["Mode"], "Active", "{name}");
         assert!(
             f["KMSKeyArn"].is_string(),

@@ -183,6 +183,10 @@ resource "aws_lambda_function" "step" {
   timeout       = var.timeout_seconds
   kms_key_arn   = var.kms_key_arn
 
+  ephemeral_storage {
+    size = var.ephemeral_storage_mb
+  }
+
   s3_bucket        = var.package.s3_bucket
   s3_key           = var.package.s3_key
   filename         = var.package.filename

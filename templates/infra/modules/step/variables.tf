@@ -80,6 +80,17 @@ variable "memory_mb" {
   }
 }
 
+variable "ephemeral_storage_mb" {
+  description = "The Lambda's ephemeral storage (/tmp), where the validator's dedup spills."
+  type        = number
+  default     = 512
+
+  validation {
+    condition     = var.ephemeral_storage_mb >= 512 && var.ephemeral_storage_mb <= 10240
+    error_message = "Lambda ephemeral storage is 512 to 10240 MB."
+  }
+}
+
 variable "batch_size" {
   description = "SQS messages per invocation (BatchSize)."
   type        = number
