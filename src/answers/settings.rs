@@ -286,6 +286,12 @@ mod tests {
             ("batch_size = 20000", "from 1 to 10000"),
             ("max_concurrency = 1", "from 2 to 1000"),
             ("memory_mb = \"big\"", "whole number"),
+            ("ephemeral_storage_mb = 256", "from 512 to 10240"),
+            (
+                "ephemeral_storage_mb = 20000",
+                "steps[1].settings.ephemeral_storage_mb",
+            ),
+            ("dedup_memory_kb = -1", "dedup_memory_kb"),
             ("fifo = 1", "true or false"),
             ("format = \"xml\"", "csv, jsonl"),
             (
