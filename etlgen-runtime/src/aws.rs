@@ -36,10 +36,7 @@ pub struct Needs {
 /// Builds every port from configuration. Called once per cold start; only the secrets the
 /// step needs are fetched.
 pub async fn services(config: &Config, needs: Needs) -> Result<Services, crate::Error> {
-    let http = crate::tls::system()
-        .aws_http_client()
-        .map_err(|e| format!("building the AWS HTTPS client: {e}"))?;
-    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(http);
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
     if let Some(region) = &config.aws.region {
         loader = loader.region(aws_config::Region::new(region.clone()));
     }

@@ -35,7 +35,6 @@ pub mod sftp;
 pub mod sqs;
 pub mod step;
 pub mod testing;
-pub mod tls;
 pub mod zones;
 
 /// The error type of fallible entry points (`main`, initialisation): any boxed error.

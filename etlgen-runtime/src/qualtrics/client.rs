@@ -99,18 +99,8 @@ impl Client {
                 }
             }
         };
-        // The roots the AWS clients were given, rather than a second read of the store.
-        let roots = crate::tls::system();
-        if roots.is_empty() && config.base_url().starts_with("https:") {
-            return Err(
-                "no CA certificates found in the system trust store, so the Qualtrics API \
-                        cannot be reached over HTTPS; set SSL_CERT_FILE to a PEM bundle"
-                    .into(),
-            );
-        }
         let http = reqwest::Client::builder()
             .timeout(Duration::from_millis(config.timeout_ms))
-            .tls_certs_only(roots.reqwest()?)
             .build()?;
         let backoff = ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(config.backoff_base_ms))
