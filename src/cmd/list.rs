@@ -71,11 +71,12 @@ fn write_text(catalog: &Catalog, out: &mut dyn Write) -> Result<()> {
         };
         writeln!(
             out,
-            "    defaults: batch {}, window {}s, {queue}, timeout {}s, memory {} MB, maxReceiveCount {}",
+            "    defaults: batch {}, window {}s, {queue}, timeout {}s, memory {} MB, /tmp {} MB, maxReceiveCount {}",
             s.batch_size,
             s.batching_window_seconds,
             s.timeout_seconds,
             s.memory_mb,
+            s.ephemeral_storage_mb,
             s.max_receive_count
         )?;
         writeln!(out, "    hooks:    {}", k.hooks.join(", "))?;

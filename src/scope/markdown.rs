@@ -66,11 +66,11 @@ fn steps(md: &mut String, s: &Scope) {
     );
     let _ = writeln!(
         md,
-        "| # | step | kind | reads from | queue | batch | window | max concurrency | timeout | memory | max receives |"
+        "| # | step | kind | reads from | queue | batch | window | max concurrency | timeout | memory | /tmp | max receives |"
     );
     let _ = writeln!(
         md,
-        "|---|------|------|------------|-------|-------|--------|-----------------|---------|--------|--------------|"
+        "|---|------|------|------------|-------|-------|--------|-----------------|---------|--------|------|--------------|"
     );
     for (i, step) in s.steps.iter().enumerate() {
         let from = match &step.entry {
@@ -81,7 +81,7 @@ fn steps(md: &mut String, s: &Scope) {
         let queue = if st.fifo { "FIFO" } else { "standard" };
         let _ = writeln!(
             md,
-            "| {} | `{}` | {} | {from} | `{}` ({queue}) | {} | {}s | {} | {}s | {} MB | {} |",
+            "| {} | `{}` | {} | {from} | `{}` ({queue}) | {} | {}s | {} | {}s | {} MB | {} MB | {} |",
             i + 1,
             step.name,
             step.kind,
@@ -91,6 +91,7 @@ fn steps(md: &mut String, s: &Scope) {
             st.max_concurrency,
             st.timeout_seconds,
             st.memory_mb,
+            st.ephemeral_storage_mb,
             st.max_receive_count
         );
     }

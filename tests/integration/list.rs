@@ -20,6 +20,7 @@ fn text_names_every_kind_with_its_defaults_and_hooks() {
         "reads:    records from validator",
         "hooks:    send_time, build_request",
         "maxReceiveCount",
+        "memory 1024 MB, /tmp 2048 MB",
     ] {
         assert!(text.contains(needle), "{needle:?} not in:\n{text}");
     }
