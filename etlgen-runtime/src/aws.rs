@@ -3,7 +3,8 @@
 //! [`services`] builds every client once at cold start from `[aws]` (region, and an
 //! `endpoint_url` so the same binary runs against a local emulator such as moto), fetches the
 //! Qualtrics and SFTP secrets once (only those the step needs), and returns the [`Services`]
-//! a step uses for its whole life.
+//! a step uses for its whole life. The SDK clients and the Qualtrics client share one HTTPS
+//! client ([`http`]).
 
 use std::sync::Arc;
 
@@ -21,7 +22,9 @@ use crate::ports::{
 };
 use crate::qualtrics;
 
+pub mod http;
 mod multipart;
+pub use http::{https_client, sdk_defaults};
 pub use multipart::PART_SIZE;
 
 /// Which ports a step needs beyond S3, SQS and SNS (see `Step::USES_QUALTRICS`).
@@ -36,7 +39,8 @@ pub struct Needs {
 /// Builds every port from configuration. Called once per cold start; only the secrets the
 /// step needs are fetched.
 pub async fn services(config: &Config, needs: Needs) -> Result<Services, crate::Error> {
-    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+    let http = https_client()?;
+    let mut loader = sdk_defaults(&http);
     if let Some(region) = &config.aws.region {
         loader = loader.region(aws_config::Region::new(region.clone()));
     }
@@ -51,7 +55,7 @@ pub async fn services(config: &Config, needs: Needs) -> Result<Services, crate::
     let qualtrics: Arc<dyn crate::ports::QualtricsApi> = match &config.qualtrics {
         Some(q) if needs.qualtrics => {
             let secret = secrets.secret(&q.secret_id).await?;
-            Arc::new(qualtrics::Client::new(q, &secret)?)
+            Arc::new(qualtrics::Client::with_http(q, &secret, http)?)
         }
         _ => Arc::new(Unconfigured("[qualtrics]")),
     };

@@ -1,8 +1,10 @@
 //! The AWS SDK ports against a mock endpoint: the calls they make and how their errors are
 //! classified (the same endpoint override lets a deployed binary run against an emulator).
+//! Every client sends through the framework's reqwest adapter, as the Lambdas' clients do.
 
 use bytes::Bytes;
-use etlgen_runtime::aws::{S3, SecretsManager, Sqs};
+use etlgen_runtime::aws::http::SdkHttpClient;
+use etlgen_runtime::aws::{S3, SecretsManager, Sqs, https_client};
 use etlgen_runtime::ports::{ObjectStore, OutgoingMessage, Queue, SecretStore, read_small};
 use serde_json::json;
 use wiremock::matchers::{body_partial_json, header, method, path, query_param};
@@ -15,6 +17,7 @@ fn credentials() -> aws_sdk_s3::config::Credentials {
 fn s3(server: &MockServer) -> S3 {
     let config = aws_sdk_s3::Config::builder()
         .behavior_version_latest()
+        .http_client(SdkHttpClient::shared(https_client().unwrap()))
         .endpoint_url(server.uri())
         .region(aws_sdk_s3::config::Region::new("eu-west-1"))
         .credentials_provider(credentials())
@@ -184,6 +187,7 @@ async fn s3_lists_every_page() {
 fn sdk_config(server: &MockServer) -> aws_config::SdkConfig {
     aws_config::SdkConfig::builder()
         .behavior_version(aws_config::BehaviorVersion::latest())
+        .http_client(SdkHttpClient::shared(https_client().unwrap()))
         .endpoint_url(server.uri())
         .region(aws_config::Region::new("eu-west-1"))
         .credentials_provider(aws_sdk_s3::config::SharedCredentialsProvider::new(

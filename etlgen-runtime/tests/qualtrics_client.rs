@@ -145,6 +145,41 @@ async fn a_permanent_error_is_not_retried() {
 }
 
 #[tokio::test]
+async fn a_redirect_is_a_permanent_error_and_the_token_never_leaves_the_datacenter() {
+    let elsewhere = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ok(json!({"id": "EMD_stolen"})))
+        .expect(0)
+        .mount(&elsewhere)
+        .await;
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/API/v3/distributions"))
+        .respond_with(ResponseTemplate::new(307).insert_header(
+            "Location",
+            format!("{}/API/v3/distributions", elsewhere.uri()),
+        ))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let err = client(&server, "", "tok")
+        .send(distribution())
+        .await
+        .unwrap_err();
+    assert!(!err.is_retryable(), "{err}");
+    let message = err.to_string();
+    assert!(message.contains("HTTP 307"), "{message}");
+    assert!(
+        message.contains(&elsewhere.uri()),
+        "names where it pointed: {message}"
+    );
+    assert!(
+        message.contains("[qualtrics] datacenter"),
+        "suggests the fix: {message}"
+    );
+}
+
+#[tokio::test]
 async fn a_retry_after_beyond_the_backoff_ceiling_hands_the_message_back_to_sqs() {
     let server = MockServer::start().await;
     Mock::given(method("POST"))

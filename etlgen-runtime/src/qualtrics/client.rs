@@ -41,6 +41,7 @@ enum Auth {
 /// The Qualtrics API client. Build it once at cold start with the fetched secret.
 pub struct Client {
     http: reqwest::Client,
+    timeout: Duration,
     base_url: String,
     auth: Auth,
     limiters: HashMap<String, Arc<DefaultDirectRateLimiter>>,
@@ -83,8 +84,21 @@ pub fn token_from_secret(secret: &str) -> String {
 }
 
 impl Client {
-    /// Builds the client from `[qualtrics]` and the secret's value.
+    /// Builds the client from `[qualtrics]` and the secret's value, with an HTTPS client of
+    /// its own ([`crate::aws::https_client`]).
     pub fn new(config: &QualtricsConfig, secret: &str) -> Result<Self, crate::Error> {
+        Self::with_http(config, secret, crate::aws::https_client()?)
+    }
+
+    /// Builds the client from `[qualtrics]` and the secret's value, sending through `http`
+    /// (a step shares the one its AWS clients use). Build `http` with
+    /// [`crate::aws::https_client`], which follows no redirect, so `X-API-TOKEN` only ever
+    /// goes to the datacenter's host (see [`crate::aws::http`]).
+    pub fn with_http(
+        config: &QualtricsConfig,
+        secret: &str,
+        http: reqwest::Client,
+    ) -> Result<Self, crate::Error> {
         let auth = match config.auth {
             AuthMethod::Token => Auth::Token(token_from_secret(secret)),
             AuthMethod::OAuth => {
@@ -99,9 +113,6 @@ impl Client {
                 }
             }
         };
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_millis(config.timeout_ms))
-            .build()?;
         let backoff = ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(config.backoff_base_ms))
             .with_max_delay(Duration::from_millis(config.backoff_max_ms))
@@ -109,6 +120,7 @@ impl Client {
             .with_jitter();
         Ok(Self {
             http,
+            timeout: Duration::from_millis(config.timeout_ms),
             base_url: config.base_url(),
             auth,
             limiters: HashMap::new(),
@@ -226,7 +238,11 @@ impl Client {
             Method::Put => reqwest::Method::PUT,
             Method::Delete => reqwest::Method::DELETE,
         };
-        let mut builder = self.http.request(method, &url).query(&request.query);
+        let mut builder = self
+            .http
+            .request(method, &url)
+            .timeout(self.timeout)
+            .query(&request.query);
         builder = match (&self.auth, self.bearer().await?) {
             (_, Some(bearer)) => builder.bearer_auth(bearer),
             (Auth::Token(token), None) => builder.header("X-API-TOKEN", token),
@@ -276,6 +292,20 @@ impl Client {
     /// The error for an answer outside 2xx, from its Qualtrics error envelope.
     async fn failure(&self, request: &ApiRequest, response: reqwest::Response) -> StepError {
         let status = response.status().as_u16();
+        if response.status().is_redirection() {
+            let location = response.headers().get(reqwest::header::LOCATION);
+            log_call(request, status, None);
+            return StepError::from_status(
+                status,
+                format!(
+                    "{} {} answered a redirect to {:?}, which is not followed (it would send the \
+                     API token to another host); check [qualtrics] datacenter or base_url",
+                    request.method.as_str(),
+                    request.path,
+                    location.and_then(|l| l.to_str().ok()).unwrap_or("nowhere"),
+                ),
+            );
+        }
         let retry_after = response
             .headers()
             .get(reqwest::header::RETRY_AFTER)

@@ -40,8 +40,11 @@ pub struct AwsTarget {
 
 impl AwsTarget {
     /// The SDK configuration for it, with fixed fake credentials: real ones are never sent.
-    pub async fn sdk_config(&self) -> aws_config::SdkConfig {
-        aws_config::defaults(aws_config::BehaviorVersion::latest())
+    ///
+    /// Fails only if the HTTPS client cannot be built (see [`crate::aws::https_client`]).
+    pub async fn sdk_config(&self) -> Result<aws_config::SdkConfig, reqwest::Error> {
+        let http = crate::aws::https_client()?;
+        Ok(crate::aws::sdk_defaults(&http)
             .endpoint_url(&self.endpoint_url)
             .region(aws_config::Region::new(self.region.clone()))
             .credentials_provider(aws_sdk_sqs::config::Credentials::new(
@@ -52,7 +55,7 @@ impl AwsTarget {
                 "etlgen-local",
             ))
             .load()
-            .await
+            .await)
     }
 }
 
@@ -167,7 +170,14 @@ impl Emulator {
     /// DLQ; LocalStack would run the function a second time). [`Emulator::stop`] enables
     /// them again; [`Emulator::taken_over`] says which they are, for a restart after a crash.
     pub async fn start(config: EmulatorConfig) -> Result<Emulator, EmulatorError> {
-        let sdk = config.aws.sdk_config().await;
+        let sdk = config
+            .aws
+            .sdk_config()
+            .await
+            .map_err(|e| EmulatorError::Lambda {
+                endpoint: config.aws.endpoint_url.clone(),
+                message: format!("cannot build the HTTPS client: {e}"),
+            })?;
         let mappings = discover(&config, &sdk).await?;
         let lambda = aws_sdk_lambda::Client::new(&sdk);
         let mut taken_over = BTreeSet::new();

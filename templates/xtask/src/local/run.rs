@@ -105,7 +105,7 @@ pub async fn snapshot(state: &State, outputs: &Outputs, api: bool) -> Result<Sna
         ),
         _ => None,
     };
-    let sqs = aws_sdk_sqs::Client::new(&state.aws().sdk_config().await);
+    let sqs = aws_sdk_sqs::Client::new(&state.aws().sdk_config().await?);
     let mut queues = BTreeMap::new();
     let mut dlqs = BTreeMap::new();
     for (step, info) in &outputs.steps {
@@ -154,7 +154,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let body =
         std::fs::read(&args.input).with_context(|| format!("reading {}", args.input.display()))?;
     let before = snapshot(&state, &outputs, true).await?;
-    let earlier = runs_of(&s3_client(&state).await, &outputs.data_bucket, date).await?;
+    let earlier = runs_of(&s3_client(&state).await?, &outputs.data_bucket, date).await?;
     let started = Instant::now();
     drop_input(&state, &outputs, date, &name, body).await?;
     let (status, mut after, run) =
@@ -162,7 +162,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
             .await?;
     let seconds = started.elapsed().as_secs_f64();
     after.qualtrics = snapshot(&state, &outputs, true).await?.qualtrics;
-    let s3 = s3_client(&state).await;
+    let s3 = s3_client(&state).await?;
     let manifest = match &run {
         Some(run) => read_manifest(&s3, &outputs.data_bucket, date, run).await?,
         None => None,
@@ -175,11 +175,11 @@ pub async fn run(args: RunArgs) -> Result<()> {
     Ok(())
 }
 
-async fn s3_client(state: &State) -> aws_sdk_s3::Client {
-    let config = aws_sdk_s3::config::Builder::from(&state.aws().sdk_config().await)
+async fn s3_client(state: &State) -> Result<aws_sdk_s3::Client> {
+    let config = aws_sdk_s3::config::Builder::from(&state.aws().sdk_config().await?)
         .force_path_style(true)
         .build();
-    aws_sdk_s3::Client::from_conf(config)
+    Ok(aws_sdk_s3::Client::from_conf(config))
 }
 
 /// Puts the file where the pipeline's source finds it.
@@ -197,7 +197,7 @@ async fn drop_input(
                 outputs.landing_bucket.as_ref().context("no landing bucket in the outputs")?;
             let key = format!("landing/{date}/{name}");
             s3_client(state)
-                .await
+                .await?
                 .put_object()
                 .bucket(bucket)
                 .key(&key)
@@ -233,7 +233,7 @@ async fn drop_input(
 /// Sends one message; to a FIFO queue in the pipeline's message group, as a new message
 /// (each `local run` is a new submission, never a duplicate of an earlier one).
 async fn send(state: &State, outputs: &Outputs, queue_url: &str, body: String) -> Result<()> {
-    let mut send = aws_sdk_sqs::Client::new(&state.aws().sdk_config().await)
+    let mut send = aws_sdk_sqs::Client::new(&state.aws().sdk_config().await?)
         .send_message()
         .queue_url(queue_url)
         .message_body(body);
@@ -268,7 +268,7 @@ pub async fn wait(
     new_run: Option<(LogicalDate, &BTreeSet<String>)>,
 ) -> Result<(&'static str, Snapshot, Option<String>)> {
     let deadline = Instant::now() + timeout;
-    let s3 = s3_client(state).await;
+    let s3 = s3_client(state).await?;
     let mut run = None;
     let mut quiet = 0;
     let mut idle_since = None;

@@ -314,7 +314,7 @@ async fn put_secrets(
     token: &str,
     sftp: Option<&str>,
 ) -> Result<()> {
-    let sdk = state.aws().sdk_config().await;
+    let sdk = state.aws().sdk_config().await?;
     let secrets = aws_sdk_secretsmanager::Client::new(&sdk);
     let values = [
         ("qualtrics", Some(serde_json::json!({ "api_token": token }).to_string())),

@@ -104,10 +104,11 @@ impl Env {
     async fn open(target: &Target) -> Result<Env> {
         let (sdk, outputs) = if target.env == "local" {
             let state = State::load()?;
-            (state.aws().sdk_config().await, Outputs::load()?)
+            (state.aws().sdk_config().await?, Outputs::load()?)
         } else {
             let outputs = Outputs::load_env(&target.env)?;
-            let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            let http = etlgen_runtime::aws::https_client()?;
+            let sdk = etlgen_runtime::aws::sdk_defaults(&http)
                 .region(aws_config::Region::new(outputs.region.clone()))
                 .load()
                 .await;

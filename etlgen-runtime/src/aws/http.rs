@@ -1,0 +1,229 @@
+//! One HTTPS client per process, shared by the AWS SDK and the Qualtrics client.
+//!
+//! Building a TLS client reads the machine's trust store: the CA bundle, and every file in
+//! `SSL_CERT_DIR` when it is set. With the SDK's own HTTP client and reqwest side by side, a
+//! Qualtrics step read it twice at cold start, and those reads were most of its start-up
+//! (`docs/benchmarks.md`). So the SDK sends its requests through the same reqwest client
+//! instead: [`https_client`] builds it once, [`SdkHttpClient`] adapts it to the SDK's
+//! [`HttpClient`] trait, and [`sdk_defaults`] is `aws_config::defaults` wired to it. The SDK
+//! still signs, retries and times out its calls; only the bytes on the wire go through
+//! reqwest (hyper and rustls, with the platform's roots, as before).
+//!
+//! Redirects are never followed. An AWS service answers a redirect only to a request it
+//! could not serve where it was sent (an S3 bucket in another region), and following it
+//! would replay a request signed for the first host. Qualtrics documents none, and a
+//! followed redirect would carry `X-API-TOKEN` to whatever host it named.
+
+use std::time::Duration;
+
+use aws_smithy_runtime_api::client::http::{
+    HttpClient, HttpConnector, HttpConnectorFuture, HttpConnectorSettings, SharedHttpClient,
+    SharedHttpConnector,
+};
+use aws_smithy_runtime_api::client::orchestrator::{HttpRequest, HttpResponse};
+use aws_smithy_runtime_api::client::result::ConnectorError;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_types::body::SdkBody;
+
+/// How long a connection may take to open: the AWS SDK's own default.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(3100);
+
+/// Builds the process's HTTPS client: rustls with the platform's trust store, HTTP/1.1,
+/// connections pooled, redirects not followed, [`CONNECT_TIMEOUT`] to connect.
+///
+/// Build it once at cold start and clone it (a clone shares the pool and the trust store).
+pub fn https_client() -> Result<reqwest::Client, reqwest::Error> {
+    reqwest::Client::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+}
+
+/// `aws_config::defaults` at the latest behaviour version, sending through `http`.
+pub fn sdk_defaults(http: &reqwest::Client) -> aws_config::ConfigLoader {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .http_client(SdkHttpClient::shared(http.clone()))
+}
+
+/// A reqwest client as the AWS SDK's HTTP client.
+///
+/// Every SDK client built from one [`aws_config::SdkConfig`] shares it, so they share one
+/// connection pool. Of the SDK's connector settings, the read timeout (to the response's
+/// headers) is applied per request; the connect timeout is the reqwest client's own
+/// ([`CONNECT_TIMEOUT`] from [`https_client`]), which is also the SDK's default.
+#[derive(Debug, Clone)]
+pub struct SdkHttpClient {
+    http: reqwest::Client,
+}
+
+impl SdkHttpClient {
+    /// `http` as the SDK's HTTP client, for `aws_config::ConfigLoader::http_client`.
+    pub fn shared(http: reqwest::Client) -> SharedHttpClient {
+        SharedHttpClient::new(Self { http })
+    }
+}
+
+impl HttpClient for SdkHttpClient {
+    fn http_connector(
+        &self,
+        settings: &HttpConnectorSettings,
+        _: &RuntimeComponents,
+    ) -> SharedHttpConnector {
+        SharedHttpConnector::new(Connector {
+            http: self.http.clone(),
+            read_timeout: settings.read_timeout(),
+        })
+    }
+}
+
+#[derive(Debug)]
+struct Connector {
+    http: reqwest::Client,
+    read_timeout: Option<Duration>,
+}
+
+impl HttpConnector for Connector {
+    fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
+        let http = self.http.clone();
+        let read_timeout = self.read_timeout;
+        HttpConnectorFuture::new(async move {
+            let request = to_reqwest(request)?;
+            let response = match read_timeout {
+                Some(limit) => tokio::time::timeout(limit, http.execute(request))
+                    .await
+                    .map_err(|elapsed| ConnectorError::timeout(elapsed.into()))?,
+                None => http.execute(request).await,
+            }
+            .map_err(connector_error)?;
+            from_reqwest(response)
+        })
+    }
+}
+
+fn to_reqwest(request: HttpRequest) -> Result<reqwest::Request, ConnectorError> {
+    let request = request
+        .try_into_http1x()
+        .map_err(|e| ConnectorError::user(e.into()))?
+        .map(reqwest::Body::wrap);
+    reqwest::Request::try_from(request).map_err(|e| ConnectorError::user(e.into()))
+}
+
+fn from_reqwest(response: reqwest::Response) -> Result<HttpResponse, ConnectorError> {
+    let response = http::Response::<reqwest::Body>::from(response).map(SdkBody::from_body_1_x);
+    HttpResponse::try_from(response).map_err(|e| ConnectorError::other(e.into(), None))
+}
+
+/// Classifies a failed exchange the way the SDK's retry strategy reads it: timeouts and
+/// I/O failures are transient, a request reqwest could not build is the caller's.
+fn connector_error(e: reqwest::Error) -> ConnectorError {
+    if e.is_timeout() {
+        ConnectorError::timeout(e.into())
+    } else if e.is_builder() {
+        ConnectorError::user(e.into())
+    } else {
+        ConnectorError::io(e.into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wiremock::matchers::{body_string, header, method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    async fn sqs(server: &MockServer) -> aws_sdk_sqs::Client {
+        let sdk = sdk_defaults(&https_client().unwrap())
+            .endpoint_url(server.uri())
+            .region(aws_config::Region::new("eu-west-1"))
+            .credentials_provider(aws_sdk_sqs::config::Credentials::new(
+                "key", "secret", None, None, "test",
+            ))
+            .load()
+            .await;
+        aws_sdk_sqs::Client::new(&sdk)
+    }
+
+    #[tokio::test]
+    async fn the_sdk_sends_and_reads_through_reqwest() {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path("/"))
+            .and(header("x-amz-target", "AmazonSQS.GetQueueUrl"))
+            .and(body_string(r#"{"QueueName":"q"}"#))
+            .respond_with(
+                ResponseTemplate::new(200)
+                    .set_body_string(r#"{"QueueUrl":"http://example.test/1/q"}"#),
+            )
+            .expect(1)
+            .mount(&server)
+            .await;
+        let url = sqs(&server)
+            .await
+            .get_queue_url()
+            .queue_name("q")
+            .send()
+            .await;
+        assert_eq!(url.unwrap().queue_url(), Some("http://example.test/1/q"));
+        let requests = server.received_requests().await.unwrap();
+        let auth = requests[0].headers.get("authorization").unwrap();
+        assert!(
+            auth.to_str().unwrap().starts_with("AWS4-HMAC-SHA256"),
+            "signed: {auth:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_server_error_is_retried_by_the_sdk_and_a_redirect_is_not_followed() {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .respond_with(ResponseTemplate::new(503))
+            .up_to_n_times(1)
+            .mount(&server)
+            .await;
+        Mock::given(method("POST"))
+            .respond_with(
+                ResponseTemplate::new(307).insert_header("location", "http://127.0.0.1:1/"),
+            )
+            .mount(&server)
+            .await;
+        let error = sqs(&server)
+            .await
+            .get_queue_url()
+            .queue_name("q")
+            .send()
+            .await
+            .unwrap_err();
+        let status = error.raw_response().map(|r| r.status().as_u16());
+        assert_eq!(status, Some(307), "{error:?}");
+        // The 503, then the 307 (the SDK retries a 5xx, reqwest did not follow the 307).
+        assert_eq!(server.received_requests().await.unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_a_transient_io_error() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        let sdk = sdk_defaults(&https_client().unwrap())
+            .endpoint_url(format!("http://{addr}"))
+            .region(aws_config::Region::new("eu-west-1"))
+            .credentials_provider(aws_sdk_sqs::config::Credentials::new(
+                "key", "secret", None, None, "test",
+            ))
+            .retry_config(aws_config::retry::RetryConfig::disabled())
+            .load()
+            .await;
+        let error = aws_sdk_sqs::Client::new(&sdk)
+            .get_queue_url()
+            .queue_name("q")
+            .send()
+            .await
+            .unwrap_err();
+        match error {
+            aws_sdk_sqs::error::SdkError::DispatchFailure(failure) => {
+                assert!(failure.is_io(), "{failure:?}")
+            }
+            other => panic!("expected a dispatch failure, got {other:?}"),
+        }
+    }
+}
