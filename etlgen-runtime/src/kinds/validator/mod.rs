@@ -10,6 +10,7 @@
 
 mod compact;
 mod defaults;
+mod hashes;
 pub mod read;
 mod run;
 pub mod schema;
@@ -269,7 +270,13 @@ impl<H: Hooks + Default> Step for Validator<H> {
         let seen = Seen::in_memory(self.dedup_memory());
         let mut run = RunState::new(self, input, cx, seen, false);
         let mut read = 0u64;
-        while let Some((line, row)) = next_row(&mut rows, &raw_key).await? {
+        loop {
+            if let Some((headers, ahead)) = rows.fill_ahead().await {
+                run.warm(headers, ahead);
+            }
+            let Some((line, row)) = next_row(&mut rows, &raw_key).await? else {
+                break;
+            };
             read += 1;
             run.raw_row(line, row).await?;
             if run.seen_full() {

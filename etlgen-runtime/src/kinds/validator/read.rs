@@ -4,7 +4,10 @@
 //! own thread: csv-async drives the same `csv-core` state machine as the `csv` crate over a
 //! tokio reader. (A first version parsed with `csv` on a blocking thread behind a channel;
 //! freeing every row on another thread than the one that allocated it cost more than the
-//! parsing.) Memory is one row and the reader's buffer, never the file.
+//! parsing.) Memory is a few rows and the reader's buffer, never the file.
+//!
+//! CSV is read [`AHEAD`] records at a time, so the validator can look at the next rows'
+//! keys before it checks them one by one (see [`Rows::fill_ahead`]).
 
 use serde::Deserialize;
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
@@ -48,6 +51,9 @@ impl Format {
 /// One row as read: its 1-based line (record) number, and the record or why it is unreadable.
 pub type RowRead = (u64, Result<Record, String>);
 
+/// How many CSV records are read ahead of the one served.
+pub const AHEAD: usize = 64;
+
 /// A stream of rows.
 pub enum Rows {
     /// CSV with its header.
@@ -56,8 +62,8 @@ pub enum Rows {
         reader: Box<csv_async::AsyncReader<ObjectReader>>,
         /// The header row.
         headers: csv_async::StringRecord,
-        /// The reused record buffer.
-        record: csv_async::StringRecord,
+        /// The records read and not yet served.
+        ahead: Box<Ahead>,
         /// The current record number (the header is 1).
         number: u64,
     },
@@ -68,6 +74,49 @@ pub enum Rows {
         /// The current line number.
         number: u64,
     },
+}
+
+/// CSV records read ahead, in reused buffers.
+#[derive(Default)]
+pub struct Ahead {
+    records: Vec<csv_async::StringRecord>,
+    /// Per record, why it cannot be read (`None` when it can).
+    unreadable: Vec<Option<String>>,
+    /// Records filled, and the next to serve.
+    len: usize,
+    next: usize,
+    /// What ended the read: the end of the file, or an I/O error to return in turn.
+    ended: bool,
+    error: Option<std::io::Error>,
+}
+
+impl Ahead {
+    /// Reads up to [`AHEAD`] records, once every record read before has been served.
+    async fn fill(&mut self, reader: &mut csv_async::AsyncReader<ObjectReader>) {
+        self.len = 0;
+        self.next = 0;
+        while self.len < AHEAD && !self.ended {
+            if self.records.len() == self.len {
+                self.records.push(csv_async::StringRecord::new());
+                self.unreadable.push(None);
+            }
+            let reason = match reader.read_record(&mut self.records[self.len]).await {
+                Ok(false) => {
+                    self.ended = true;
+                    break;
+                }
+                Ok(true) => None,
+                Err(e) if e.is_io_error() => {
+                    self.error = Some(io(e));
+                    self.ended = true;
+                    break;
+                }
+                Err(e) => Some(format!("unreadable CSV row: {e}")),
+            };
+            self.unreadable[self.len] = reason;
+            self.len += 1;
+        }
+    }
 }
 
 impl std::fmt::Debug for Rows {
@@ -99,7 +148,7 @@ impl Rows {
                 Rows::Csv {
                     reader: Box::new(reader),
                     headers,
-                    record: csv_async::StringRecord::new(),
+                    ahead: Box::default(),
                     number: 1,
                 }
             }
@@ -114,25 +163,58 @@ impl Rows {
             .map(|(number, row)| (number, row.into_record())))
     }
 
+    /// Once every CSV record read ahead has been served, reads the next ones and returns
+    /// the header and them (unreadable ones included, as whatever their buffer holds), for
+    /// a look before [`Rows::next_raw`] serves them one by one. `None` otherwise, at the
+    /// end, and for JSON lines.
+    pub async fn fill_ahead(
+        &mut self,
+    ) -> Option<(&csv_async::StringRecord, &[csv_async::StringRecord])> {
+        match self {
+            Rows::Csv {
+                reader,
+                headers,
+                ahead,
+                ..
+            } if ahead.next == ahead.len && !ahead.ended => {
+                ahead.fill(reader).await;
+                Some((headers, &ahead.records[..ahead.len]))
+            }
+            _ => None,
+        }
+    }
+
     /// The next row as read, before any record is built from it; `None` at the end.
     pub async fn next_raw(&mut self) -> std::io::Result<Option<(u64, RawRow<'_>)>> {
         match self {
             Rows::Csv {
                 reader,
                 headers,
-                record,
+                ahead,
                 number,
             } => {
-                *number += 1;
-                match reader.read_record(record).await {
-                    Ok(false) => Ok(None),
-                    Ok(true) => Ok(Some((*number, RawRow::Csv { headers, record }))),
-                    Err(e) if e.is_io_error() => Err(io(e)),
-                    Err(e) => Ok(Some((
-                        *number,
-                        RawRow::Unreadable(format!("unreadable CSV row: {e}")),
-                    ))),
+                if ahead.next == ahead.len {
+                    if let Some(e) = ahead.error.take() {
+                        return Err(e);
+                    }
+                    ahead.fill(reader).await;
+                    if ahead.len == 0 {
+                        return ahead.error.take().map_or(Ok(None), Err);
+                    }
                 }
+                let at = ahead.next;
+                ahead.next += 1;
+                *number += 1;
+                Ok(Some((
+                    *number,
+                    match ahead.unreadable[at].take() {
+                        None => RawRow::Csv {
+                            headers,
+                            record: &ahead.records[at],
+                        },
+                        Some(reason) => RawRow::Unreadable(reason),
+                    },
+                )))
             }
             Rows::Jsonl { lines, number } => loop {
                 let Some(line) = lines.next_line().await? else {
@@ -212,6 +294,55 @@ mod tests {
         );
         assert_eq!(rows[2].0, 4);
         assert_eq!(rows[2].1.as_ref().unwrap()["id"], "3");
+    }
+
+    /// A reader that fails with an I/O error after its text.
+    struct FailsAfter(std::io::Cursor<Vec<u8>>);
+
+    impl tokio::io::AsyncRead for FailsAfter {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            let before = buf.filled().len();
+            let read = std::pin::Pin::new(&mut self.0).poll_read(cx, buf);
+            if buf.filled().len() == before {
+                return std::task::Poll::Ready(Err(std::io::Error::other("connection reset")));
+            }
+            read
+        }
+    }
+
+    #[tokio::test]
+    async fn rows_read_ahead_are_served_in_order_and_an_io_error_comes_after_them() {
+        let mut text = String::from("id\n");
+        for i in 0..(AHEAD * 2 + 5) {
+            text.push_str(if i == AHEAD + 1 { "x,y\n" } else { "x\n" });
+        }
+        let reader: ObjectReader = Box::pin(FailsAfter(std::io::Cursor::new(text.into_bytes())));
+        let mut rows = Rows::open(reader, Format::Csv).await.unwrap();
+        let (headers, first) = rows.fill_ahead().await.unwrap();
+        assert_eq!((headers.len(), first.len()), (1, AHEAD));
+        assert!(
+            rows.fill_ahead().await.is_none(),
+            "nothing more until those are served"
+        );
+        let mut numbers = Vec::new();
+        let error = loop {
+            match rows.next().await {
+                Ok(Some((number, row))) => numbers.push((number, row.is_ok())),
+                Ok(None) => panic!("the read ended without its error"),
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(error.to_string(), "connection reset");
+        // Every row before the error, numbered from 2 (the header is 1), the one with two
+        // fields unreadable.
+        assert_eq!(numbers.len(), AHEAD * 2 + 5);
+        for (i, &(number, readable)) in numbers.iter().enumerate() {
+            assert_eq!((number, readable), (i as u64 + 2, i != AHEAD + 1));
+        }
     }
 
     #[tokio::test]

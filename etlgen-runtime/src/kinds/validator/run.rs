@@ -88,6 +88,21 @@ impl<'a, H: Hooks> RunState<'a, H> {
         self.seen
     }
 
+    /// Warms dedup's set with the keys of the rows read ahead (see `Seen::warm`).
+    pub(super) fn warm(
+        &mut self,
+        headers: &csv_async::StringRecord,
+        records: &[csv_async::StringRecord],
+    ) {
+        let Some(column) = &self.step.settings.primary_key else {
+            return;
+        };
+        if let Some(at) = headers.iter().position(|h| h == column) {
+            self.seen
+                .warm(records.iter().filter_map(|record| record.get(at)));
+        }
+    }
+
     /// One row as read.
     pub(super) async fn raw_row(&mut self, line: u64, row: RawRow<'_>) -> Result<(), StepError> {
         match row {

@@ -15,12 +15,12 @@
 //! false duplicates, which would drop valid rows; only an exact comparison keeps the
 //! outputs identical, and an exact set grows with the keys.
 
-use std::collections::HashSet;
 use std::fmt::{self, Write as _};
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::Hasher;
 use std::path::{Path, PathBuf};
 
-use super::schema::ValueRef;
+use super::hashes::{self, HashSet64};
+use super::schema::{ValueRef, trim};
 use super::spill::{Merge, Sorter};
 use crate::error::StepError;
 
@@ -30,15 +30,14 @@ pub(super) struct Seen {
     /// Keys checked so far: the next one is key number `checked`.
     checked: u64,
     mode: Mode,
+    /// The hashes of the keys [`Seen::warm`] looks up.
+    scratch: Vec<u64>,
 }
 
 #[derive(Debug)]
 enum Mode {
     /// The hashes, while at most `limit`.
-    Memory {
-        set: HashSet<u64, BuildHasherDefault<Prehashed>>,
-        limit: usize,
-    },
+    Memory { set: HashSet64, limit: usize },
     /// The pass that only collects `(hash, key number)`; no key is a duplicate here.
     Collect(Sorter<(u64, u64)>, PathBuf, usize),
     /// The numbers of the keys that repeat an earlier one, ascending; `next` is the first
@@ -60,8 +59,9 @@ impl Seen {
     pub(super) fn in_memory(memory: usize) -> Self {
         Self {
             checked: 0,
+            scratch: Vec::new(),
             mode: Mode::Memory {
-                set: HashSet::default(),
+                set: HashSet64::default(),
                 limit: keys_within(memory),
             },
         }
@@ -71,6 +71,7 @@ impl Seen {
     pub(super) fn collect(dir: &Path, memory: usize) -> Self {
         Self {
             checked: 0,
+            scratch: Vec::new(),
             mode: Mode::Collect(Sorter::new(dir, memory / 2), dir.to_owned(), memory / 2),
         }
     }
@@ -83,7 +84,7 @@ impl Seen {
     /// Frees the set before the collecting pass (decisions so far are kept by the caller).
     pub(super) fn forget(&mut self) {
         if let Mode::Memory { set, .. } = &mut self.mode {
-            *set = HashSet::default();
+            *set = HashSet64::default();
         }
     }
 
@@ -112,6 +113,24 @@ impl Seen {
         }
         drop(pairs);
         duplicates.finish()
+    }
+
+    /// Looks up the keys of the next rows, read ahead, without recording them, so that
+    /// checking them one by one finds the set's memory in the cache.
+    ///
+    /// Each key is a random access into a table of up to the whole budget. Made one per row
+    /// among the row's other work, the accesses wait on memory one after another; made here
+    /// back to back, they overlap. A key whose text differs from its checked value (a number
+    /// written `007`) only misses the warm-up: what is recorded and decided is unchanged.
+    pub(super) fn warm<'a>(&mut self, keys: impl Iterator<Item = &'a str>) {
+        if let Mode::Memory { set, .. } = &self.mode {
+            self.scratch.clear();
+            self.scratch
+                .extend(keys.map(|key| hash(Some(ValueRef::Text(trim(key))))));
+            for hash in &self.scratch {
+                std::hint::black_box(set.contains(*hash));
+            }
+        }
     }
 
     /// Records the key of a row (`None` when the row lacks the key column); a key seen
@@ -144,16 +163,17 @@ impl Seen {
     }
 }
 
-/// The most keys a set may hold within `memory` bytes. The set's table has a power of two
-/// of slots of nine bytes (the hash and a control byte), holds up to 7/8 of them, and
-/// while it doubles the old table is still allocated: 13.5 bytes per slot at the peak.
+/// The most keys a set may hold within `memory` bytes: the capacity of the largest table
+/// (a power of two of slots) whose growth, old table and new, fits.
 pub(super) fn keys_within(memory: usize) -> usize {
     if memory == usize::MAX {
         return usize::MAX;
     }
-    let slots = (memory.saturating_mul(2) / 27).max(1);
-    let slots = 1usize << slots.ilog2();
-    if slots < 8 { 0 } else { slots / 8 * 7 }
+    let mut slots = 1usize;
+    while slots < usize::MAX / 4 && hashes::peak_bytes(slots * 2) <= memory {
+        slots *= 2;
+    }
+    hashes::capacity(slots)
 }
 
 /// A key's hash: text as itself, any other value as its JSON text, a missing key as "".
@@ -191,27 +211,6 @@ fn display(key: Option<ValueRef<'_>>) -> String {
         Some(ValueRef::Text(s)) => serde_json::Value::from(s).to_string(),
         Some(ValueRef::Other(other)) => other.to_string(),
         None => String::new(),
-    }
-}
-
-/// The hasher of the set, whose keys are already SipHash values: hashing them a second
-/// time would only cost time. (No crate offers this four-line identity hasher.)
-#[derive(Default)]
-struct Prehashed(u64);
-
-impl Hasher for Prehashed {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
     }
 }
 
@@ -273,7 +272,8 @@ mod tests {
     #[test]
     fn the_budget_allows_the_keys_of_a_table_that_fits() {
         assert_eq!(keys_within(32 << 20), 1_835_008);
-        assert!(1_835_008usize.div_ceil(7) * 8 * 27 / 2 <= 32 << 20);
+        assert!(hashes::peak_bytes(1 << 21) <= 32 << 20);
+        assert!(hashes::peak_bytes(1 << 22) > 32 << 20);
         assert_eq!(keys_within(0), 0);
         assert_eq!(keys_within(1024), 56);
     }

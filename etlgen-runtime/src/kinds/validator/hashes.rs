@@ -1,0 +1,148 @@
+//! The in-memory set of key hashes that dedup checks once per row.
+//!
+//! Written here rather than taken from a crate because of where its time goes. With dedup
+//! on, the set is the validator's one random access into up to 32 MiB per row, so its cost
+//! is cache misses, and the validator hides them by looking up the next rows' keys ahead of
+//! time (`Seen::warm`). That only helps if the look-up touches the memory the insert then
+//! writes. `std`'s `HashSet` (hashbrown) keeps a slot's control byte apart from its value,
+//! and a look-up of a new key reads only the control bytes, so the insert still waited on
+//! the value's line. Here a slot is the 64-bit hash itself (0 marks an empty slot), probed
+//! linearly: the look-up reads the very line the insert fills. The hashes are already
+//! uniform (SipHash), so a key's first slot is its hash's low bits.
+
+/// Most slots a table fills before it doubles: 7/8, as hashbrown.
+const LOAD: (usize, usize) = (7, 8);
+
+/// The fewest slots a table has once it holds a key.
+const MIN_SLOTS: usize = 16;
+
+/// A set of 64-bit hashes.
+#[derive(Debug, Default)]
+pub(super) struct HashSet64 {
+    /// A power of two of slots (or none before the first key); 0 is an empty slot.
+    slots: Vec<u64>,
+    /// Keys held in `slots`.
+    len: usize,
+    /// Whether the hash 0 is held (it cannot be, in a slot).
+    zero: bool,
+}
+
+impl HashSet64 {
+    /// How many hashes the set holds.
+    pub(super) fn len(&self) -> usize {
+        self.len + usize::from(self.zero)
+    }
+
+    /// Whether the set holds `hash`.
+    pub(super) fn contains(&self, hash: u64) -> bool {
+        if hash == 0 {
+            return self.zero;
+        }
+        if self.slots.is_empty() {
+            return false;
+        }
+        matches!(probe(&self.slots, hash), Probe::Held)
+    }
+
+    /// Adds `hash`; whether it was new.
+    pub(super) fn insert(&mut self, hash: u64) -> bool {
+        if hash == 0 {
+            return !std::mem::replace(&mut self.zero, true);
+        }
+        if self.len >= capacity(self.slots.len()) {
+            self.grow();
+        }
+        match probe(&self.slots, hash) {
+            Probe::Held => false,
+            Probe::Empty(at) => {
+                self.slots[at] = hash;
+                self.len += 1;
+                true
+            }
+        }
+    }
+
+    fn grow(&mut self) {
+        let slots = (self.slots.len() * 2).max(MIN_SLOTS);
+        let old = std::mem::replace(&mut self.slots, vec![0; slots]);
+        for hash in old.into_iter().filter(|&h| h != 0) {
+            if let Probe::Empty(at) = probe(&self.slots, hash) {
+                self.slots[at] = hash;
+            }
+        }
+    }
+}
+
+enum Probe {
+    Held,
+    Empty(usize),
+}
+
+/// Finds `hash` (not 0), or the first empty slot from its own. `slots` is a power of two
+/// long and has an empty slot.
+fn probe(slots: &[u64], hash: u64) -> Probe {
+    let mask = slots.len() - 1;
+    // The low bits, as the table's length is a power of two (truncation intended).
+    let mut at = hash as usize & mask;
+    loop {
+        match slots[at] {
+            0 => return Probe::Empty(at),
+            held if held == hash => return Probe::Held,
+            _ => at = (at + 1) & mask,
+        }
+    }
+}
+
+/// Peak bytes of a set of `slots` slots while it grows to them: the new table and the old
+/// one of half as many slots, 8 bytes a slot.
+pub(super) const fn peak_bytes(slots: usize) -> usize {
+    slots.saturating_mul(8).saturating_add(slots / 2 * 8)
+}
+
+/// The most hashes a set of `slots` slots holds before it doubles.
+pub(super) const fn capacity(slots: usize) -> usize {
+    if slots < MIN_SLOTS {
+        0
+    } else {
+        slots / LOAD.1 * LOAD.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn it_holds_each_hash_once_through_growth_and_wraparound() {
+        let mut set = HashSet64::default();
+        assert!(!set.contains(7));
+        // Hashes that share their low bits collide and wrap around the table's end.
+        let hashes: Vec<u64> = (0..5000u64)
+            .map(|i| (i << 40) | 0xffff)
+            .chain([0, u64::MAX, 1])
+            .collect();
+        for &h in &hashes {
+            assert!(!set.contains(h), "{h:#x} is not held yet");
+            assert!(set.insert(h), "{h:#x} is new");
+        }
+        for &h in &hashes {
+            assert!(set.contains(h), "{h:#x} is held");
+            assert!(!set.insert(h), "{h:#x} is held");
+        }
+        assert_eq!(set.len(), hashes.len());
+        assert!(set.slots.len().is_power_of_two());
+        assert!(set.len <= capacity(set.slots.len()));
+    }
+
+    #[test]
+    fn it_fills_its_table_to_the_capacity_before_it_doubles() {
+        let mut set = HashSet64::default();
+        for h in 1..=capacity(64) as u64 {
+            set.insert(h.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        }
+        assert_eq!(set.slots.len(), 64);
+        set.insert(0x1234_5678);
+        assert_eq!(set.slots.len(), 128);
+        assert_eq!(peak_bytes(128), 1536);
+    }
+}
