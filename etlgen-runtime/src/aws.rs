@@ -109,6 +109,8 @@ where
     let status = e.raw_response().map(|r| r.status().as_u16());
     let error = match (&e, status) {
         (SdkError::ConstructionFailure(_), _) => StepError::permanent(what),
+        // A request that cannot be sent as it is (see `http`), not a passing failure.
+        (SdkError::DispatchFailure(f), _) if f.is_user() => StepError::permanent(what),
         (SdkError::TimeoutError(_), _) => StepError::timeout(what),
         // A missing permission or resource (a bucket, a queue, a topic) is a deployment
         // mistake, not a bad record: retried until the DLQ, to redrive once it is fixed.

@@ -304,3 +304,28 @@ async fn a_download_is_retried_until_its_answer_then_streamed_and_errors_keep_th
     assert!(!err.is_retryable(), "{err}");
     assert!(err.to_string().contains("NOT_FOUND"), "{err}");
 }
+
+#[tokio::test]
+async fn a_stalled_oauth_token_request_times_out_and_is_retryable() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/oauth2/token"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"access_token": "late", "expires_in": 3600}))
+                .set_delay(Duration::from_millis(500)),
+        )
+        .expect(2)
+        .mount(&server)
+        .await;
+    let err = client(
+        &server,
+        "auth='oauth'\nmax_retries=1\ntimeout_ms=50",
+        r#"{"client_id":"id","client_secret":"secret"}"#,
+    )
+    .send(distribution())
+    .await
+    .unwrap_err();
+    assert!(err.is_retryable(), "{err}");
+    assert!(err.to_string().contains("timed out"), "{err}");
+}

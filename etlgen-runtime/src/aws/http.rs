@@ -9,6 +9,13 @@
 //! still signs, retries and times out its calls; only the bytes on the wire go through
 //! reqwest (hyper and rustls, with the platform's roots, as before).
 //!
+//! What the SDK's own client did that this one does not: after a 5xx it marked the
+//! connection so the retry opened a new one (its connection-poisoning interceptor needs a
+//! handle only its hyper client attaches); here a retry may reuse the pooled connection.
+//! And reqwest parses the URL, which removes `.` and `..` path segments that S3 keeps in a
+//! key, so a request whose path has one is refused before it is sent (it would be signed
+//! for one path and sent to another) with a user error the SDK does not retry.
+//!
 //! Redirects are never followed. An AWS service answers a redirect only to a request it
 //! could not serve where it was sent (an S3 bucket in another region), and following it
 //! would replay a request signed for the first host. Qualtrics documents none, and a
@@ -29,13 +36,18 @@ use aws_smithy_types::body::SdkBody;
 pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(3100);
 
 /// Builds the process's HTTPS client: rustls with the platform's trust store, HTTP/1.1,
-/// connections pooled, redirects not followed, [`CONNECT_TIMEOUT`] to connect.
+/// connections pooled, redirects not followed, no proxy, [`CONNECT_TIMEOUT`] to connect.
+///
+/// `HTTPS_PROXY` and its kin are ignored, as the SDK's own client ignored them: an AWS call
+/// from a VPC goes to its endpoints, not through an egress proxy, and a local run's calls to
+/// loopback never leave the machine.
 ///
 /// Build it once at cold start and clone it (a clone shares the pool and the trust store).
 pub fn https_client() -> Result<reqwest::Client, reqwest::Error> {
     reqwest::Client::builder()
         .connect_timeout(CONNECT_TIMEOUT)
         .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
         .build()
 }
 
@@ -101,6 +113,15 @@ impl HttpConnector for Connector {
 }
 
 fn to_reqwest(request: HttpRequest) -> Result<reqwest::Request, ConnectorError> {
+    if let Some(path) = dot_segment_path(request.uri()) {
+        return Err(ConnectorError::user(
+            format!(
+                "the request path has a `.` or `..` segment, which the URL parser would remove \
+                 after signing: rename the object ({path})"
+            )
+            .into(),
+        ));
+    }
     let request = request
         .try_into_http1x()
         .map_err(|e| ConnectorError::user(e.into()))?
@@ -108,17 +129,28 @@ fn to_reqwest(request: HttpRequest) -> Result<reqwest::Request, ConnectorError> 
     reqwest::Request::try_from(request).map_err(|e| ConnectorError::user(e.into()))
 }
 
+/// The path of `uri` if one of its segments is `.` or `..`.
+fn dot_segment_path(uri: &str) -> Option<&str> {
+    let path = uri.split(['?', '#']).next().unwrap_or_default();
+    // "scheme:", "", "host[:port]", then the path's segments.
+    let mut segments = path.split('/').skip(3);
+    segments
+        .any(|segment| segment == "." || segment == "..")
+        .then_some(path)
+}
+
 fn from_reqwest(response: reqwest::Response) -> Result<HttpResponse, ConnectorError> {
     let response = http::Response::<reqwest::Body>::from(response).map(SdkBody::from_body_1_x);
     HttpResponse::try_from(response).map_err(|e| ConnectorError::other(e.into(), None))
 }
 
-/// Classifies a failed exchange the way the SDK's retry strategy reads it: timeouts and
-/// I/O failures are transient, a request reqwest could not build is the caller's.
+/// Classifies a failed exchange the way the SDK's retry strategy reads it, as its own client
+/// did: timeouts and I/O failures are transient; a request reqwest could not build, or whose
+/// body failed while it was sent (the caller's stream), is the caller's and not retried.
 fn connector_error(e: reqwest::Error) -> ConnectorError {
     if e.is_timeout() {
         ConnectorError::timeout(e.into())
-    } else if e.is_builder() {
+    } else if e.is_builder() || e.is_body() {
         ConnectorError::user(e.into())
     } else {
         ConnectorError::io(e.into())
@@ -197,6 +229,53 @@ mod tests {
         assert_eq!(status, Some(307), "{error:?}");
         // The 503, then the 307 (the SDK retries a 5xx, reqwest did not follow the 307).
         assert_eq!(server.received_requests().await.unwrap().len(), 2);
+    }
+
+    #[test]
+    fn only_a_whole_dot_segment_is_refused() {
+        for uri in ["http://h/b/./k", "http://h:1/b/../k?x=1", "http://h/b/k/.."] {
+            assert!(dot_segment_path(uri).is_some(), "{uri}");
+        }
+        for uri in [
+            "http://h/b/.k",
+            "http://h/b/k..",
+            "http://h/b/k?x=/../",
+            "http://h/",
+        ] {
+            assert!(dot_segment_path(uri).is_none(), "{uri}");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_object_key_with_a_dot_segment_is_refused_before_it_is_sent() {
+        let server = MockServer::start().await;
+        let sdk = sdk_defaults(&https_client().unwrap())
+            .endpoint_url(server.uri())
+            .region(aws_config::Region::new("eu-west-1"))
+            .credentials_provider(aws_sdk_sqs::config::Credentials::new(
+                "key", "secret", None, None, "test",
+            ))
+            .load()
+            .await;
+        let s3 = aws_sdk_s3::Client::from_conf(
+            aws_sdk_s3::config::Builder::from(&sdk)
+                .force_path_style(true)
+                .build(),
+        );
+        let error = s3
+            .get_object()
+            .bucket("b")
+            .key("landing/../x.csv")
+            .send()
+            .await
+            .unwrap_err();
+        match error {
+            aws_sdk_s3::error::SdkError::DispatchFailure(failure) => {
+                assert!(failure.is_user(), "{failure:?}")
+            }
+            other => panic!("expected a dispatch failure, got {other:?}"),
+        }
+        assert!(server.received_requests().await.unwrap().is_empty());
     }
 
     #[tokio::test]

@@ -205,6 +205,7 @@ impl Client {
         let response = self
             .http
             .post(format!("{}/oauth2/token", self.origin()))
+            .timeout(self.timeout)
             .basic_auth(client_id, Some(client_secret))
             .form(&form)
             .send()

@@ -130,6 +130,9 @@ pub enum EmulatorError {
         /// What failed.
         message: String,
     },
+    /// The HTTP client of the AWS clients cannot be built.
+    #[error("cannot build the HTTPS client for the AWS emulator")]
+    Http(#[from] reqwest::Error),
     /// A mapping's queue is unknown.
     #[error("the queue {arn} of an event source mapping does not exist: {message}")]
     Queue {
@@ -170,14 +173,7 @@ impl Emulator {
     /// DLQ; LocalStack would run the function a second time). [`Emulator::stop`] enables
     /// them again; [`Emulator::taken_over`] says which they are, for a restart after a crash.
     pub async fn start(config: EmulatorConfig) -> Result<Emulator, EmulatorError> {
-        let sdk = config
-            .aws
-            .sdk_config()
-            .await
-            .map_err(|e| EmulatorError::Lambda {
-                endpoint: config.aws.endpoint_url.clone(),
-                message: format!("cannot build the HTTPS client: {e}"),
-            })?;
+        let sdk = config.aws.sdk_config().await?;
         let mappings = discover(&config, &sdk).await?;
         let lambda = aws_sdk_lambda::Client::new(&sdk);
         let mut taken_over = BTreeSet::new();
