@@ -4,7 +4,8 @@
 //! own thread: csv-async drives the same `csv-core` state machine as the `csv` crate over a
 //! tokio reader. (A first version parsed with `csv` on a blocking thread behind a channel;
 //! freeing every row on another thread than the one that allocated it cost more than the
-//! parsing.) Memory is a few rows and the reader's buffer, never the file.
+//! parsing.) Memory is the reader's buffer and [`AHEAD`] rows (each buffer keeps the room of
+//! the longest row it held), never the file.
 //!
 //! CSV is read [`AHEAD`] records at a time, so the validator can look at the next rows'
 //! keys before it checks them one by one (see [`Rows::fill_ahead`]).
