@@ -1,7 +1,7 @@
 //! Lambda start-up time: process start to its first `GET /runtime/invocation/next`.
 //!
 //! ```sh
-//! cargo run --release -p etlgen-runtime --example bench_startup -- <bootstrap> [runs]
+//! cargo run --release -p etlgen-runtime --example bench_startup -- <bootstrap> [runs] [--tls <cert.pem> <key.pem>]
 //! ```
 //!
 //! A minimal Runtime API stub listens on loopback; each run spawns the Lambda binary with
@@ -10,14 +10,34 @@
 //! secrets) is inside the measured time. A second loopback stub stands in for Secrets
 //! Manager (`ETL__AWS__ENDPOINT_URL` points every AWS client at it): it answers every request
 //! as `GetSecretValue`, with a secret that is both a Qualtrics token and an SFTP password, so
-//! the steps that fetch a secret at cold start (over plain HTTP, not TLS) are measured too;
-//! an `[sftp]` table is set for the SFTP poller. Output, one line: `runs,min_ms,median_ms,max_ms`.
+//! the steps that fetch a secret at cold start are measured too; an `[sftp]` table is set for
+//! the SFTP poller. Output, one line: `runs,min_ms,median_ms,max_ms`.
+//!
+//! With `--tls`, the Secrets Manager stub speaks HTTPS with the given certificate (a leaf,
+//! not a CA, for `IP:127.0.0.1`), so the measured start-up includes a real TLS handshake and
+//! certificate check. The Lambda trusts it through `SSL_CERT_FILE`: a copy of this process's
+//! `SSL_CERT_FILE` (which must be set) with the certificate appended, so the trust store
+//! it reads is the machine's, one certificate longer. Build the Lambda as a generated
+//! repository does (`AWS_LC_SYS_NO_JITTER_ENTROPY=1`, which this workspace's
+//! `.cargo/config.toml` sets too): with CPU-jitter entropy, aws-lc spends tens of
+//! milliseconds seeding its generator before the first handshake. `BENCH_STARTUP_LOGS=1`
+//! shows the Lambda's log. A certificate that fits:
+//!
+//! ```sh
+//! openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 \
+//!   -subj /CN=bench -addext subjectAltName=IP:127.0.0.1 \
+//!   -addext basicConstraints=critical,CA:FALSE -keyout key.pem -out cert.pem
+//! ```
 
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 
 /// The `GetSecretValue` answer: JSON the Qualtrics client reads as a token and the SFTP
 /// client as a password.
@@ -43,7 +63,7 @@ async fn first_poll(listener: &TcpListener) -> std::io::Result<()> {
 }
 
 /// Serves one connection to the Secrets Manager stub until the client closes it.
-async fn answer_secrets(mut socket: TcpStream) -> std::io::Result<()> {
+async fn answer_secrets(mut socket: impl AsyncRead + AsyncWrite + Unpin) -> std::io::Result<()> {
     let mut buffered = Vec::new();
     let mut buf = [0u8; 4096];
     loop {
@@ -76,15 +96,57 @@ async fn answer_secrets(mut socket: TcpStream) -> std::io::Result<()> {
             SECRET.len()
         );
         socket.write_all(response.as_bytes()).await?;
+        // A TLS stream holds what it was given until flushed.
+        socket.flush().await?;
     }
+}
+
+/// The stub's TLS: its acceptor, and the trust bundle that makes the Lambda accept it.
+struct Tls {
+    acceptor: TlsAcceptor,
+    bundle: tempfile::NamedTempFile,
+}
+
+fn tls(cert: &str, key: &str) -> Result<Tls, etlgen_runtime::Error> {
+    let chain = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| format!("{cert}: {e}"))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{cert}: {e}"))?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("{key}: {e}"))?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)?;
+    let base = std::env::var("SSL_CERT_FILE")
+        .map_err(|_| "--tls needs SSL_CERT_FILE: the system's CA bundle, to extend")?;
+    let mut bundle = tempfile::NamedTempFile::new()?;
+    let mut text = std::fs::read(&base).map_err(|e| format!("{base}: {e}"))?;
+    text.push(b'\n');
+    text.extend(std::fs::read(cert).map_err(|e| format!("{cert}: {e}"))?);
+    std::io::Write::write_all(&mut bundle, &text)?;
+    Ok(Tls {
+        acceptor: TlsAcceptor::from(Arc::new(config)),
+        bundle,
+    })
 }
 
 fn main() -> Result<(), etlgen_runtime::Error> {
     let args: Vec<String> = std::env::args().collect();
-    let binary = args
-        .get(1)
-        .ok_or("usage: bench_startup <bootstrap> [runs]")?;
+    let usage = "usage: bench_startup <bootstrap> [runs] [--tls <cert.pem> <key.pem>]";
+    let binary = args.get(1).ok_or(usage)?;
     let runs: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(20);
+    let tls = match args.iter().position(|a| a == "--tls") {
+        Some(at) => {
+            let (Some(cert), Some(key)) = (args.get(at + 1), args.get(at + 2)) else {
+                return Err(usage.into());
+            };
+            Some(tls(cert, key)?)
+        }
+        None => None,
+    };
+    // The Lambda's own log, to see why one never polls.
+    let show_logs = std::env::var_os("BENCH_STARTUP_LOGS").is_some();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -93,10 +155,21 @@ fn main() -> Result<(), etlgen_runtime::Error> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let address = listener.local_addr()?.to_string();
         let secrets = TcpListener::bind("127.0.0.1:0").await?;
-        let endpoint = format!("http://{}", secrets.local_addr()?);
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let endpoint = format!("{scheme}://{}", secrets.local_addr()?);
+        let acceptor = tls.as_ref().map(|tls| tls.acceptor.clone());
         tokio::spawn(async move {
             while let Ok((socket, _)) = secrets.accept().await {
-                tokio::spawn(answer_secrets(socket));
+                // Without it Nagle holds the TLS stub's last record for the client's delayed
+                // ACK (40 ms), a stall no AWS endpoint adds.
+                let _ = socket.set_nodelay(true);
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    match acceptor {
+                        Some(acceptor) => answer_secrets(acceptor.accept(socket).await?).await,
+                        None => answer_secrets(socket).await,
+                    }
+                });
             }
         });
         for _ in 0..runs {
@@ -117,8 +190,17 @@ fn main() -> Result<(), etlgen_runtime::Error> {
                 .env("ETL__SFTP__USER", "bench")
                 .env("ETL__SFTP__SECRET_ID", "bench/sftp")
                 .env("ETL__SFTP__HOST_KEY_SHA256", "SHA256:bench")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
+                .envs(tls.as_ref().map(|tls| ("SSL_CERT_FILE", tls.bundle.path())))
+                .stdout(if show_logs {
+                    Stdio::inherit()
+                } else {
+                    Stdio::null()
+                })
+                .stderr(if show_logs {
+                    Stdio::inherit()
+                } else {
+                    Stdio::null()
+                })
                 .spawn()?;
             let polled = tokio::time::timeout(Duration::from_secs(10), first_poll(&listener)).await;
             let elapsed = started.elapsed();
