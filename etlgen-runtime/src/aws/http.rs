@@ -163,16 +163,18 @@ mod tests {
     use wiremock::matchers::{body_string, header, method, path};
     use wiremock::{Mock, MockServer, ResponseTemplate};
 
-    async fn sqs(server: &MockServer) -> aws_sdk_sqs::Client {
-        let sdk = sdk_defaults(&https_client().unwrap())
-            .endpoint_url(server.uri())
+    /// The SDK's defaults through the adapter, at `endpoint`, with fixed credentials.
+    fn sdk(endpoint: String) -> aws_config::ConfigLoader {
+        sdk_defaults(&https_client().unwrap())
+            .endpoint_url(endpoint)
             .region(aws_config::Region::new("eu-west-1"))
             .credentials_provider(aws_sdk_sqs::config::Credentials::new(
                 "key", "secret", None, None, "test",
             ))
-            .load()
-            .await;
-        aws_sdk_sqs::Client::new(&sdk)
+    }
+
+    async fn sqs(server: &MockServer) -> aws_sdk_sqs::Client {
+        aws_sdk_sqs::Client::new(&sdk(server.uri()).load().await)
     }
 
     #[tokio::test]
@@ -249,14 +251,7 @@ mod tests {
     #[tokio::test]
     async fn an_object_key_with_a_dot_segment_is_refused_before_it_is_sent() {
         let server = MockServer::start().await;
-        let sdk = sdk_defaults(&https_client().unwrap())
-            .endpoint_url(server.uri())
-            .region(aws_config::Region::new("eu-west-1"))
-            .credentials_provider(aws_sdk_sqs::config::Credentials::new(
-                "key", "secret", None, None, "test",
-            ))
-            .load()
-            .await;
+        let sdk = sdk(server.uri()).load().await;
         let s3 = aws_sdk_s3::Client::from_conf(
             aws_sdk_s3::config::Builder::from(&sdk)
                 .force_path_style(true)
@@ -283,12 +278,7 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         drop(listener);
-        let sdk = sdk_defaults(&https_client().unwrap())
-            .endpoint_url(format!("http://{addr}"))
-            .region(aws_config::Region::new("eu-west-1"))
-            .credentials_provider(aws_sdk_sqs::config::Credentials::new(
-                "key", "secret", None, None, "test",
-            ))
+        let sdk = sdk(format!("http://{addr}"))
             .retry_config(aws_config::retry::RetryConfig::disabled())
             .load()
             .await;
