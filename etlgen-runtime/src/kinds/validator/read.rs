@@ -92,7 +92,8 @@ pub struct Ahead {
 }
 
 impl Ahead {
-    /// Reads up to [`AHEAD`] records, once every record read before has been served.
+    /// Reads up to [`AHEAD`] records, once every record read before has been served; none
+    /// once the read has ended.
     async fn fill(&mut self, reader: &mut csv_async::AsyncReader<ObjectReader>) {
         self.len = 0;
         self.next = 0;
@@ -179,7 +180,8 @@ impl Rows {
                 ..
             } if ahead.next == ahead.len && !ahead.ended => {
                 ahead.fill(reader).await;
-                Some((headers, &ahead.records[..ahead.len]))
+                let read = &ahead.records[..ahead.len];
+                (!read.is_empty()).then_some((&*headers, read))
             }
             _ => None,
         }
@@ -195,11 +197,9 @@ impl Rows {
                 number,
             } => {
                 if ahead.next == ahead.len {
-                    if let Some(e) = ahead.error.take() {
-                        return Err(e);
-                    }
                     ahead.fill(reader).await;
                     if ahead.len == 0 {
+                        // Past the last record: the error that ended the read, if any.
                         return ahead.error.take().map_or(Ok(None), Err);
                     }
                 }
@@ -338,6 +338,11 @@ mod tests {
             }
         };
         assert_eq!(error.to_string(), "connection reset");
+        assert!(rows.fill_ahead().await.is_none(), "nothing after the error");
+        assert!(
+            rows.next().await.unwrap().is_none(),
+            "the error is returned once"
+        );
         // Every row before the error, numbered from 2 (the header is 1), the one with two
         // fields unreadable.
         assert_eq!(numbers.len(), AHEAD * 2 + 5);
