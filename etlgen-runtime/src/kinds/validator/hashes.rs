@@ -62,6 +62,17 @@ impl HashSet64 {
         }
     }
 
+    /// Every hash held, ascending, in the table's own memory.
+    pub(super) fn into_sorted(self) -> Vec<u64> {
+        let mut hashes = self.slots;
+        hashes.retain(|&h| h != 0);
+        if self.zero {
+            hashes.push(0);
+        }
+        hashes.sort_unstable();
+        hashes
+    }
+
     fn grow(&mut self) {
         let slots = (self.slots.len() * 2).max(MIN_SLOTS);
         let old = std::mem::replace(&mut self.slots, vec![0; slots]);
@@ -129,9 +140,12 @@ mod tests {
             assert!(set.contains(h), "{h:#x} is held");
             assert!(!set.insert(h), "{h:#x} is held");
         }
-        assert_eq!(set.len(), hashes.len());
         assert!(set.slots.len().is_power_of_two());
         assert!(set.len <= capacity(set.slots.len()));
+        assert_eq!(set.len(), hashes.len());
+        let mut expected = hashes.clone();
+        expected.sort_unstable();
+        assert_eq!(set.into_sorted(), expected);
     }
 
     #[test]

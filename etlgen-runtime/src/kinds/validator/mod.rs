@@ -8,6 +8,7 @@
 //! run manifest, *before* sending the last batch, so the fan-in downstream never depends on
 //! timing.
 
+mod collect;
 mod compact;
 mod defaults;
 mod hashes;
@@ -268,7 +269,7 @@ impl<H: Hooks + Default> Step for Validator<H> {
         let (raw_key, format) = store_raw(input, cx).await?;
         let mut rows = open_rows(cx, &raw_key, format).await?;
         let seen = Seen::in_memory(self.dedup_memory());
-        let mut run = RunState::new(self, input, cx, seen, false);
+        let mut run = RunState::new(self, input, cx, seen, false, 0);
         let mut read = 0u64;
         loop {
             if let Some((headers, ahead)) = rows.fill_ahead().await {
@@ -281,9 +282,14 @@ impl<H: Hooks + Default> Step for Validator<H> {
             run.raw_row(line, row).await?;
             if run.seen_full() {
                 // Rows so far are decided and may be sent: find the repeated keys of the
-                // whole file, then go on from the next row of a fresh read.
-                run.forget_seen();
-                run.look_up(self.duplicates(input, cx, &raw_key, format).await?)?;
+                // rest of the file, then go on from the next row of a fresh read.
+                let collecting = run.start_collecting(&self.dedup_dir(), self.dedup_memory())?;
+                let cells = run.row_hooks_default();
+                let raw = (raw_key.as_str(), format);
+                run.look_up(
+                    self.repeats(input, cx, raw, collecting, read, cells)
+                        .await?,
+                );
                 rows = open_rows(cx, &raw_key, format).await?;
                 for _ in 0..read {
                     next_row(&mut rows, &raw_key).await?;
@@ -291,32 +297,6 @@ impl<H: Hooks + Default> Step for Validator<H> {
             }
         }
         run.finish().await
-    }
-}
-
-impl<H: Hooks> Validator<H> {
-    fn dedup_memory(&self) -> usize {
-        self.settings.dedup_memory_kb.saturating_mul(1 << 10)
-    }
-
-    /// The pass of a file with more keys than dedup's memory: the same row checks, sending
-    /// and writing nothing, collecting the keys on disk; see `seen`.
-    async fn duplicates(
-        &self,
-        input: &Envelope<Source>,
-        cx: &StepContext,
-        raw_key: &str,
-        format: Format,
-    ) -> Result<spill::Merge<u64>, StepError> {
-        let dir = (self.settings.temp_dir.clone()).unwrap_or_else(std::env::temp_dir);
-        tracing::info!(dir = %dir.display(), "dedup past its memory budget: collecting keys");
-        let seen = Seen::collect(&dir, self.dedup_memory());
-        let mut dry = RunState::new(self, input, cx, seen, true);
-        let mut rows = open_rows(cx, raw_key, format).await?;
-        while let Some((line, row)) = next_row(&mut rows, raw_key).await? {
-            dry.raw_row(line, row).await?;
-        }
-        dry.into_seen().duplicates()
     }
 }
 

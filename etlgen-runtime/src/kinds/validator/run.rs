@@ -2,15 +2,14 @@
 //!
 //! Kept apart from the step so the order the fan-in relies on (the manifest is written
 //! before the last batch leaves) and the switch between checking `Record`s and checking
-//! cells (see `compact`) read in one place. The same code runs the pass that only
-//! collects primary keys for dedup past its memory budget (`dry`), so that pass checks
-//! exactly the keys, in the same order, that the real pass checks.
+//! cells (see `compact`) read in one place. When a row hook is overridden, the same code
+//! runs the pass that only collects primary keys for dedup past its memory budget (`dry`),
+//! so that pass checks exactly the keys that the real pass checks (see `collect`).
 
 use super::compact::{CompactBatch, Payload, Plan};
 use super::defaults::{self, Hook, Known};
 use super::read::RawRow;
-use super::seen::Seen;
-use super::spill::Merge;
+use super::seen::{Repeats, Seen};
 use super::{Hooks, Source, Validator, batch_key};
 use crate::envelope::Envelope;
 use crate::error::StepError;
@@ -33,6 +32,9 @@ pub(super) struct RunState<'a, H> {
     valid: u64,
     rejected: u64,
     seen: Seen,
+    /// Rows read so far, every row of the file counted (the row being checked is number
+    /// `rows_read - 1`).
+    rows_read: u64,
     /// Sends and writes nothing: the pass that collects the keys.
     dry: bool,
     report: csv::Writer<Vec<u8>>,
@@ -47,6 +49,7 @@ impl<'a, H: Hooks> RunState<'a, H> {
         cx: &'a StepContext,
         seen: Seen,
         dry: bool,
+        first_row: u64,
     ) -> Self {
         Self {
             step,
@@ -61,6 +64,7 @@ impl<'a, H: Hooks> RunState<'a, H> {
             valid: 0,
             rejected: 0,
             seen,
+            rows_read: first_row,
             dry,
             report: report_writer(),
             report_rows: 0,
@@ -70,17 +74,28 @@ impl<'a, H: Hooks> RunState<'a, H> {
 
     /// Whether dedup must go on from the keys collected by a pass of its own.
     pub(super) fn seen_full(&self) -> bool {
-        self.seen.full()
+        self.step.settings.primary_key.is_some() && self.seen.full()
     }
 
-    /// Frees the keys held before that pass.
-    pub(super) fn forget_seen(&mut self) {
-        self.seen.forget();
+    /// Whether the row hooks are known to be the defaults, so a CSV row's key is checked
+    /// only by the declared columns.
+    pub(super) fn row_hooks_default(&self) -> bool {
+        self.known.row_hooks_default()
+    }
+
+    /// Starts the pass that collects the keys of the rows not read yet (see
+    /// `Seen::start_collecting`).
+    pub(super) fn start_collecting(
+        &mut self,
+        dir: &std::path::Path,
+        memory: usize,
+    ) -> Result<Seen, StepError> {
+        std::mem::take(&mut self.seen).start_collecting(dir, memory)
     }
 
     /// Goes on rejecting the keys that pass found repeated.
-    pub(super) fn look_up(&mut self, duplicates: Merge<u64>) -> Result<(), StepError> {
-        self.seen.look_up(duplicates)
+    pub(super) fn look_up(&mut self, repeats: Repeats) {
+        self.seen.look_up(repeats);
     }
 
     /// The keys a dry pass collected.
@@ -105,6 +120,7 @@ impl<'a, H: Hooks> RunState<'a, H> {
 
     /// One row as read.
     pub(super) async fn raw_row(&mut self, line: u64, row: RawRow<'_>) -> Result<(), StepError> {
+        self.rows_read += 1;
         match row {
             RawRow::Csv { headers, record } => self.csv_row(line, headers, record).await,
             other => self.row(line, other.into_record()).await,
@@ -117,7 +133,7 @@ impl<'a, H: Hooks> RunState<'a, H> {
 
     /// A CSV row: checked as cells once the row hooks are known to be the defaults and the
     /// batch of `Record`s is empty, as a `Record` until then.
-    pub(super) async fn csv_row(
+    async fn csv_row(
         &mut self,
         line: u64,
         headers: &csv_async::StringRecord,
@@ -138,7 +154,7 @@ impl<'a, H: Hooks> RunState<'a, H> {
         batch.push(plan, record.as_slice(), |field| record.range(field));
         let mut checked = batch.check(plan, &settings.columns);
         if let (Ok(()), Some(column)) = (&checked, &settings.primary_key) {
-            checked = self.seen.insert(column, batch.primary_key(plan))?;
+            checked = (self.seen).insert(column, batch.primary_key(plan), self.rows_read - 1)?;
         }
         if let Err(reason) = checked {
             let row = batch.pending_record();
@@ -193,7 +209,7 @@ impl<'a, H: Hooks> RunState<'a, H> {
         let Some(column) = &self.step.settings.primary_key else {
             return Ok(Ok(()));
         };
-        self.seen.insert(column, row.get(column).map(Into::into))
+        (self.seen).insert(column, row.get(column).map(Into::into), self.rows_read - 1)
     }
 
     fn batch_len(&self) -> usize {

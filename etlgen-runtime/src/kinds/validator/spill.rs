@@ -2,7 +2,7 @@
 //! files, read back through one k-way merge.
 //!
 //! Dedup past its memory budget needs two such sorts (keys by hash, then repeated rows by
-//! number; see `seen`). The files come from `tempfile::tempfile_in`: they have no name, so
+//! row number; see `seen`). The files come from `tempfile::tempfile_in`: they have no name, so
 //! they vanish when dropped, even if the Lambda is stopped mid-run. Reads and writes block;
 //! the validator runs alone in its Lambda and the files are local.
 
@@ -88,10 +88,26 @@ impl<T: Item> Sorter<T> {
         Ok(())
     }
 
+    /// Adds items already sorted as a run of their own, written as they come, so they need
+    /// no room in the buffer.
+    pub(super) fn push_sorted(
+        &mut self,
+        items: impl IntoIterator<Item = T>,
+    ) -> Result<(), StepError> {
+        let mut items = items.into_iter();
+        let run = write_run(&self.dir, || Ok(items.next()))?;
+        self.add_run(run)
+    }
+
     fn spill(&mut self) -> Result<(), StepError> {
         self.buffer.sort_unstable();
         let mut items = self.buffer.drain(..);
         let run = write_run(&self.dir, || Ok(items.next()))?;
+        drop(items);
+        self.add_run(run)
+    }
+
+    fn add_run(&mut self, run: File) -> Result<(), StepError> {
         self.runs.push(run);
         if self.runs.len() == FAN_IN {
             let runs = std::mem::take(&mut self.runs);
@@ -217,6 +233,18 @@ mod tests {
             assert_eq!(spilled, memory < 1 << 20);
             assert_eq!(drain(sorter.finish().unwrap()), expected, "memory {memory}");
         }
+    }
+
+    #[test]
+    fn sorted_runs_merge_with_pushed_items() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sorter = Sorter::new(dir.path(), 8 * 4);
+        for item in [9u64, 1, 5] {
+            sorter.push(item).unwrap();
+        }
+        sorter.push_sorted([0, 5, 8]).unwrap();
+        sorter.push(3).unwrap();
+        assert_eq!(drain(sorter.finish().unwrap()), [0, 1, 3, 5, 5, 8, 9]);
     }
 
     #[test]

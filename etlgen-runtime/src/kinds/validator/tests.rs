@@ -122,8 +122,14 @@ async fn default_hooks_give_what_overridden_hooks_give() {
     assert_eq!(run::<BatchesAsRecords>().await, (bodies, objects));
 }
 
-/// 300 rows over 113 keys, far apart and spelt two ways (`7`, `" 7 "`); every eleventh row
-/// is invalid, so its key does not count and a later row with that key may be kept.
+/// Whether row `i` of [`many_keys`] is valid.
+fn valid(i: u64) -> bool {
+    !i.is_multiple_of(11) && i % 37 != 5 && i % 41 != 7
+}
+
+/// 300 rows over 113 keys, far apart and spelt two ways (`7`, `" 7 "`). Some rows are
+/// invalid (a bad e-mail, a key that is no integer, too few fields), so their key does not
+/// count and a later row with that key may be kept.
 fn many_keys() -> String {
     let mut file = String::from("id,email,score,visited,note,note\n");
     for i in 0..300u64 {
@@ -138,7 +144,12 @@ fn many_keys() -> String {
         } else {
             format!("p{i}@x.co")
         };
-        file.push_str(&format!("{id},{email},,,,\n"));
+        let line = match i {
+            _ if i % 37 == 5 => format!("x{id},{email},,,,\n"),
+            _ if i % 41 == 7 => format!("{id},{email}\n"),
+            _ => format!("{id},{email},,,,\n"),
+        };
+        file.push_str(&line);
     }
     file
 }
@@ -161,10 +172,13 @@ async fn dedup_past_its_memory_gives_what_the_set_gives() {
     // Counted here without the validator: a valid row whose key an earlier valid row has.
     let mut kept = std::collections::HashSet::new();
     let counted = (0..300u64)
-        .filter(|i| i % 11 != 0 && !kept.insert((i * 7919) % 113))
+        .filter(|&i| valid(i) && !kept.insert((i * 7919) % 113))
         .count();
     let duplicates = reports.matches("duplicate primary key").count();
     assert!(duplicates > 100, "{duplicates}: {reports}");
+    for reason in ["not an e-mail", "not an integer", "unreadable CSV row"] {
+        assert!(reports.contains(reason), "{reason}: {reports}");
+    }
     assert_eq!(duplicates, counted, "{reports}");
     assert!(
         reports.contains(r#"duplicate primary key id = 7"#),

@@ -1,0 +1,105 @@
+//! The second read of a file whose distinct keys outgrow dedup's memory (see `seen`).
+//!
+//! Once the set is full at row `P`, the run needs, for every row from `P` on, the hash its
+//! key is checked with, and the run's own checks of those rows cost it most of its time.
+//! When the row hooks are the defaults and the file is CSV, a row's checked key depends only
+//! on the key column and its declarations, so this pass checks that column alone: each row
+//! goes into a batch planned for the key's declared columns only, and the key comes out of
+//! the very code the run uses, converted the same way. A row whose other cells are invalid
+//! is collected too; the run never looks it up (see `seen`). A client hook may change the
+//! key or the row's validity, so with an overridden row hook every row goes through the
+//! run's own checks, sending and writing nothing.
+
+use super::read::RawRow;
+use super::run::RunState;
+use super::seen::{Repeats, Seen};
+use super::{Format, Hooks, Source, Validator, next_row, open_rows};
+use crate::envelope::Envelope;
+use crate::error::StepError;
+use crate::step::StepContext;
+
+impl<H: Hooks> Validator<H> {
+    /// Dedup's memory budget in bytes.
+    pub(super) fn dedup_memory(&self) -> usize {
+        self.settings.dedup_memory_kb.saturating_mul(1 << 10)
+    }
+
+    /// Where dedup past its memory spills.
+    pub(super) fn dedup_dir(&self) -> std::path::PathBuf {
+        (self.settings.temp_dir.clone()).unwrap_or_else(std::env::temp_dir)
+    }
+
+    /// Reads the raw copy again and inserts into `seen`, a collecting pass, the key of
+    /// every row from number `from` on; `cells` when the run checks the rows as cells
+    /// with the default row hooks.
+    pub(super) async fn repeats(
+        &self,
+        input: &Envelope<Source>,
+        cx: &StepContext,
+        (raw_key, format): (&str, Format),
+        mut seen: Seen,
+        from: u64,
+        cells: bool,
+    ) -> Result<Repeats, StepError> {
+        tracing::info!(
+            dir = %self.dedup_dir().display(),
+            from_row = from,
+            key_checks_only = cells,
+            "dedup past its memory budget: collecting keys"
+        );
+        let mut rows = open_rows(cx, raw_key, format).await?;
+        for _ in 0..from {
+            next_row(&mut rows, raw_key).await?;
+        }
+        if cells && format == Format::Csv {
+            self.collect_keys(&mut rows, raw_key, &mut seen, from)
+                .await?;
+        } else {
+            let mut dry = RunState::new(self, input, cx, seen, true, from);
+            while let Some((line, row)) = next_row(&mut rows, raw_key).await? {
+                dry.raw_row(line, row).await?;
+            }
+            seen = dry.into_seen();
+        }
+        seen.repeats()
+    }
+
+    /// The rows' keys checked against the key's declared columns alone.
+    async fn collect_keys(
+        &self,
+        rows: &mut super::Rows,
+        raw_key: &str,
+        seen: &mut Seen,
+        from: u64,
+    ) -> Result<(), StepError> {
+        let settings = &self.settings;
+        let Some(column) = settings.primary_key.as_deref() else {
+            return Ok(());
+        };
+        let declared: Vec<_> = (settings.columns.iter())
+            .filter(|c| c.name == column)
+            .cloned()
+            .collect();
+        let mut planned = None;
+        let mut number = from;
+        while let Some((_, row)) = next_row(rows, raw_key).await? {
+            number += 1;
+            // Any other row of a CSV file is unreadable, and rejected without a key.
+            let RawRow::Csv { headers, record } = row else {
+                continue;
+            };
+            let (plan, batch) = planned.get_or_insert_with(|| {
+                let plan = super::compact::Plan::new(headers, &declared, Some(column));
+                let batch = plan.batch();
+                (plan, batch)
+            });
+            batch.push(plan, record.as_slice(), |field| record.range(field));
+            if batch.check(plan, &declared).is_ok() {
+                // A collecting pass decides nothing; the run decides when it checks the row.
+                let _ = seen.insert(column, batch.primary_key(plan), number - 1)?;
+            }
+            batch.discard();
+        }
+        Ok(())
+    }
+}
