@@ -2,6 +2,8 @@
 //!
 //! Once the set is full at row `P`, the run needs, for every row from `P` on, the hash its
 //! key is checked with, and the run's own checks of those rows cost it most of its time.
+//! The pass goes on with the run's reader, at row `P`, to the end; the run then opens the
+//! raw copy again.
 //! When the row hooks are the defaults and the file is CSV, a row's checked key depends only
 //! on the key column and its declarations, so this pass checks that column alone: each row
 //! goes into a batch planned for the key's declared columns only, and the key comes out of
@@ -13,7 +15,7 @@
 use super::read::RawRow;
 use super::run::RunState;
 use super::seen::{Repeats, Seen};
-use super::{Format, Hooks, Source, Validator, next_row, open_rows};
+use super::{Format, Hooks, Rows, Source, Validator, next_row};
 use crate::envelope::Envelope;
 use crate::error::StepError;
 use crate::step::StepContext;
@@ -29,14 +31,14 @@ impl<H: Hooks> Validator<H> {
         (self.settings.temp_dir.clone()).unwrap_or_else(std::env::temp_dir)
     }
 
-    /// Reads the raw copy again and inserts into `seen`, a collecting pass, the key of
-    /// every row from number `from` on; `cells` when the run checks the rows as cells
+    /// Reads the rest of `rows`, whose next row is number `from`, and inserts the key of
+    /// each into `seen`, a collecting pass; `cells` when the run checks the rows as cells
     /// with the default row hooks.
     pub(super) async fn repeats(
         &self,
         input: &Envelope<Source>,
         cx: &StepContext,
-        (raw_key, format): (&str, Format),
+        (rows, raw_key, format): (&mut Rows, &str, Format),
         mut seen: Seen,
         from: u64,
         cells: bool,
@@ -47,16 +49,11 @@ impl<H: Hooks> Validator<H> {
             key_checks_only = cells,
             "dedup past its memory budget: collecting keys"
         );
-        let mut rows = open_rows(cx, raw_key, format).await?;
-        for _ in 0..from {
-            next_row(&mut rows, raw_key).await?;
-        }
         if cells && format == Format::Csv {
-            self.collect_keys(&mut rows, raw_key, &mut seen, from)
-                .await?;
+            self.collect_keys(rows, raw_key, &mut seen, from).await?;
         } else {
             let mut dry = RunState::new(self, input, cx, seen, true, from);
-            while let Some((line, row)) = next_row(&mut rows, raw_key).await? {
+            while let Some((line, row)) = next_row(rows, raw_key).await? {
                 dry.raw_row(line, row).await?;
             }
             seen = dry.into_seen();
@@ -67,7 +64,7 @@ impl<H: Hooks> Validator<H> {
     /// The rows' keys checked against the key's declared columns alone.
     async fn collect_keys(
         &self,
-        rows: &mut super::Rows,
+        rows: &mut Rows,
         raw_key: &str,
         seen: &mut Seen,
         from: u64,

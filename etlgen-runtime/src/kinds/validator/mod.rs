@@ -56,9 +56,9 @@ pub struct Settings {
     /// The primary key column; rows repeating a key are rejected (the first is kept).
     /// A 64-bit hash is kept per distinct key, not the key.
     pub primary_key: Option<String>,
-    /// The memory dedup may use, in KiB. A file with more distinct keys than fit is read
-    /// twice (the first pass sorts the keys' hashes on disk, 16 bytes per row, in
-    /// `temp_dir`), with the same outcome.
+    /// The memory dedup may use, in KiB. Past it, the rest of the file is read once more to
+    /// sort its keys' hashes on disk in `temp_dir` (16 bytes per row, and 16 more per row
+    /// whose hash another key has), with the same outcome.
     pub dedup_memory_kb: usize,
     /// Where dedup past `dedup_memory_kb` spills; the system temp directory (`/tmp` on
     /// Lambda, its ephemeral storage) by default.
@@ -285,11 +285,9 @@ impl<H: Hooks + Default> Step for Validator<H> {
                 // rest of the file, then go on from the next row of a fresh read.
                 let collecting = run.start_collecting(&self.dedup_dir(), self.dedup_memory())?;
                 let cells = run.row_hooks_default();
-                let raw = (raw_key.as_str(), format);
-                run.look_up(
-                    self.repeats(input, cx, raw, collecting, read, cells)
-                        .await?,
-                );
+                let raw = (&mut rows, raw_key.as_str(), format);
+                let repeats = self.repeats(input, cx, raw, collecting, read, cells);
+                run.look_up(repeats.await?);
                 rows = open_rows(cx, &raw_key, format).await?;
                 for _ in 0..read {
                     next_row(&mut rows, &raw_key).await?;
