@@ -12,6 +12,7 @@
 //! key or the row's validity, so with an overridden row hook every row goes through the
 //! run's own checks, sending and writing nothing.
 
+use super::compact::KeyCheck;
 use super::read::RawRow;
 use super::run::RunState;
 use super::seen::{Repeats, Seen};
@@ -73,11 +74,7 @@ impl<H: Hooks> Validator<H> {
         let Some(column) = settings.primary_key.as_deref() else {
             return Ok(());
         };
-        let declared: Vec<_> = (settings.columns.iter())
-            .filter(|c| c.name == column)
-            .cloned()
-            .collect();
-        let mut planned = None;
+        let mut keys = None;
         let mut number = from;
         while let Some((_, row)) = next_row(rows, raw_key).await? {
             number += 1;
@@ -85,17 +82,15 @@ impl<H: Hooks> Validator<H> {
             let RawRow::Csv { headers, record } = row else {
                 continue;
             };
-            let (plan, batch) = planned.get_or_insert_with(|| {
-                let plan = super::compact::Plan::new(headers, &declared, Some(column));
-                let batch = plan.batch();
-                (plan, batch)
-            });
-            batch.push(plan, record.as_slice(), |field| record.range(field));
-            if batch.check(plan, &declared).is_ok() {
-                // A collecting pass decides nothing; the run decides when it checks the row.
-                let _ = seen.insert(column, batch.primary_key(plan), number - 1)?;
+            let keys =
+                keys.get_or_insert_with(|| KeyCheck::new(headers, &settings.columns, column));
+            let field = |field| record.range(field);
+            // A collecting pass decides nothing; the run decides when it checks the row.
+            if let Some(collected) = keys.key(record.as_slice(), field, |key| {
+                seen.insert(column, key, number - 1)
+            }) {
+                let _ = collected?;
             }
-            batch.discard();
         }
         Ok(())
     }
