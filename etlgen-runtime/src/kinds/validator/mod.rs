@@ -270,7 +270,6 @@ impl<H: Hooks + Default> Step for Validator<H> {
         let mut rows = open_rows(cx, &raw_key, format).await?;
         let seen = Seen::in_memory(self.dedup_memory());
         let mut run = RunState::new(self, input, cx, seen, false, 0);
-        let mut read = 0u64;
         loop {
             if let Some((headers, ahead)) = rows.fill_ahead().await {
                 run.warm(headers, ahead);
@@ -278,13 +277,12 @@ impl<H: Hooks + Default> Step for Validator<H> {
             let Some((line, row)) = next_row(&mut rows, &raw_key).await? else {
                 break;
             };
-            read += 1;
             run.raw_row(line, row).await?;
             if run.seen_full() {
                 // Rows so far are decided and may be sent: find the repeated keys of the
                 // rest of the file, then go on from the next row of a fresh read.
                 let collecting = run.start_collecting(&self.dedup_dir(), self.dedup_memory())?;
-                let cells = run.row_hooks_default();
+                let (read, cells) = (run.rows_read(), run.row_hooks_default());
                 let raw = (&mut rows, raw_key.as_str(), format);
                 let repeats = self.repeats(input, cx, raw, collecting, read, cells);
                 run.look_up(repeats.await?);

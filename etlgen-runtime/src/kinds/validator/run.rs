@@ -77,6 +77,11 @@ impl<'a, H: Hooks> RunState<'a, H> {
         self.step.settings.primary_key.is_some() && self.seen.full()
     }
 
+    /// Rows read so far, every row of the file counted.
+    pub(super) fn rows_read(&self) -> u64 {
+        self.rows_read
+    }
+
     /// Whether the row hooks are known to be the defaults, so a CSV row's key is checked
     /// only by the declared columns.
     pub(super) fn row_hooks_default(&self) -> bool {
