@@ -3,11 +3,11 @@
 //! Written here rather than taken from a crate because of where its time goes. With dedup
 //! on, the set is the validator's one random access into up to 32 MiB per row, so its cost
 //! is cache misses, and the validator hides them by looking up the next rows' keys ahead of
-//! time (`Seen::warm`). That only helps if the look-up touches the memory the insert then
+//! time (`Seen::warm`). That only helps if what it reads is the memory the insert then
 //! writes. `std`'s `HashSet` (hashbrown) keeps a slot's control byte apart from its value,
 //! and a look-up of a new key reads only the control bytes, so the insert still waited on
 //! the value's line. Here a slot is the 64-bit hash itself (0 marks an empty slot), probed
-//! linearly: the look-up reads the very line the insert fills. The hashes are already
+//! linearly: the first slot read ahead is on the line the insert's probe starts from. The hashes are already
 //! uniform (SipHash), so a key's first slot is its hash's low bits.
 
 /// Most slots a table fills before it doubles: 7/8, as hashbrown.
@@ -34,6 +34,7 @@ impl HashSet64 {
     }
 
     /// Whether the set holds `hash`.
+    #[cfg(test)]
     pub(super) fn contains(&self, hash: u64) -> bool {
         if hash == 0 {
             return self.zero;
@@ -42,6 +43,16 @@ impl HashSet64 {
             return false;
         }
         matches!(probe(&self.slots, hash), Probe::Held)
+    }
+
+    /// The slot where a probe for `hash` starts (0 for an empty table), read so that a
+    /// probe soon after finds its line in the cache. Unlike a look-up, no branch depends on
+    /// what is read, so reads made one after another overlap instead of waiting on each
+    /// other behind a mispredicted end of a probe.
+    pub(super) fn first_slot(&self, hash: u64) -> u64 {
+        // The low bits, as the table's length is a power of two (truncation intended).
+        let at = hash as usize & self.slots.len().wrapping_sub(1);
+        self.slots.get(at).copied().unwrap_or(0)
     }
 
     /// Adds `hash`; whether it was new.
@@ -132,6 +143,7 @@ mod tests {
             .map(|i| (i << 40) | 0xffff)
             .chain([0, u64::MAX, 1])
             .collect();
+        assert_eq!(set.first_slot(7), 0, "an empty table");
         for &h in &hashes {
             assert!(!set.contains(h), "{h:#x} is not held yet");
             assert!(set.insert(h), "{h:#x} is new");
@@ -146,6 +158,16 @@ mod tests {
         let mut expected = hashes.clone();
         expected.sort_unstable();
         assert_eq!(set.into_sorted(), expected);
+    }
+
+    #[test]
+    fn the_first_slot_is_where_a_probe_starts() {
+        let mut set = HashSet64::default();
+        assert_eq!(set.first_slot(0x1234), 0, "no table yet");
+        set.insert(0x1234);
+        assert_eq!(set.first_slot(0x1234), 0x1234, "in its own slot");
+        assert_eq!(set.first_slot(0x1235), 0, "the next slot is empty");
+        assert_eq!(set.first_slot(0x5674), 0x1234, "another hash's first slot");
     }
 
     #[test]
