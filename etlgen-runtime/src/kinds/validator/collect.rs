@@ -4,6 +4,7 @@
 //! key is checked with, and the run's own checks of those rows cost it most of its time.
 //! The pass goes on with the run's reader, at row `P`, to the end; the run then opens the
 //! raw copy again.
+//!
 //! When the row hooks are the defaults and the file is CSV, a row's checked key depends only
 //! on the key column and its declarations, so this pass checks that column alone: each row
 //! goes into a batch planned for the key's declared columns only, and the key comes out of
@@ -44,13 +45,14 @@ impl<H: Hooks> Validator<H> {
         from: u64,
         cells: bool,
     ) -> Result<Repeats, StepError> {
+        let key_only = cells && format == Format::Csv;
         tracing::info!(
             dir = %self.dedup_dir().display(),
             from_row = from,
-            key_checks_only = cells,
+            key_checks_only = key_only,
             "dedup past its memory budget: collecting keys"
         );
-        if cells && format == Format::Csv {
+        if key_only {
             self.collect_keys(rows, raw_key, &mut seen, from).await?;
         } else {
             let mut dry = RunState::new(self, input, cx, seen, true, from);

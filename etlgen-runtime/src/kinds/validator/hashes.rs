@@ -2,13 +2,14 @@
 //!
 //! Written here rather than taken from a crate because of where its time goes. With dedup
 //! on, the set is the validator's one random access into up to 32 MiB per row, so its cost
-//! is cache misses, and the validator hides them by looking up the next rows' keys ahead of
-//! time (`Seen::warm`). That only helps if what it reads is the memory the insert then
-//! writes. `std`'s `HashSet` (hashbrown) keeps a slot's control byte apart from its value,
-//! and a look-up of a new key reads only the control bytes, so the insert still waited on
-//! the value's line. Here a slot is the 64-bit hash itself (0 marks an empty slot), probed
-//! linearly: the first slot read ahead is on the line the insert's probe starts from. The hashes are already
-//! uniform (SipHash), so a key's first slot is its hash's low bits.
+//! is cache misses, and the validator hides them by reading where the next rows' keys go
+//! ahead of time (`Seen::warm`). That only helps if what it reads is the memory the insert
+//! then writes. `std`'s `HashSet` (hashbrown) keeps a slot's control byte apart from its
+//! value, and a look-up of a new key reads only the control bytes, so the insert still
+//! waited on the value's line. Here a slot is the 64-bit hash itself (0 marks an empty
+//! slot), probed linearly: the first slot read ahead is on the line the insert's probe
+//! starts from. The hashes are already uniform (SipHash), so a key's first slot is its
+//! hash's low bits.
 
 /// Most slots a table fills before it doubles: 7/8, as hashbrown.
 const LOAD: (usize, usize) = (7, 8);

@@ -163,8 +163,9 @@ impl Seen {
     ///
     /// Each key is a random access into a table of up to the whole budget. Made one per row
     /// among the row's other work, the accesses wait on memory one after another; made here
-    /// back to back, with no branch on what they read, they overlap. A key whose text differs from its checked value (a number
-    /// written `007`) only misses the warm-up: what is recorded and decided is unchanged.
+    /// back to back, with no branch on what they read, they overlap. A key whose text
+    /// differs from its checked value (a number written `007`) only misses the warm-up: what
+    /// is recorded and decided is unchanged.
     pub(super) fn warm<'a>(&mut self, keys: impl Iterator<Item = &'a str>) {
         if let Mode::Memory { set, .. } = &self.mode {
             self.scratch.clear();
