@@ -147,6 +147,10 @@ fn main() -> Result<(), etlgen_runtime::Error> {
     };
     // The Lambda's own log, to see why one never polls.
     let show_logs = std::env::var_os("BENCH_STARTUP_LOGS").is_some();
+    let output = || match show_logs {
+        true => Stdio::inherit(),
+        false => Stdio::null(),
+    };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -191,16 +195,8 @@ fn main() -> Result<(), etlgen_runtime::Error> {
                 .env("ETL__SFTP__SECRET_ID", "bench/sftp")
                 .env("ETL__SFTP__HOST_KEY_SHA256", "SHA256:bench")
                 .envs(tls.as_ref().map(|tls| ("SSL_CERT_FILE", tls.bundle.path())))
-                .stdout(if show_logs {
-                    Stdio::inherit()
-                } else {
-                    Stdio::null()
-                })
-                .stderr(if show_logs {
-                    Stdio::inherit()
-                } else {
-                    Stdio::null()
-                })
+                .stdout(output())
+                .stderr(output())
                 .spawn()?;
             let polled = tokio::time::timeout(Duration::from_secs(10), first_poll(&listener)).await;
             let elapsed = started.elapsed();
