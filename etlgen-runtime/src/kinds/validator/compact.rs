@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::schema::{self, Column, ValueRef};
+use super::schema::{self, Column, ColumnType, ValueRef};
 use crate::kinds::{Record, RecordBatch};
 
 /// Where a file's columns go, worked out once from its header.
@@ -130,10 +130,12 @@ impl KeyCheck {
     }
 }
 
-/// One value: a range of the batch's text, or a converted value.
+/// One value: a range of the batch's text, an integer whose text is its JSON, or a
+/// converted value.
 #[derive(Debug, Clone)]
 enum Cell {
     Text(usize, usize),
+    Integer(usize, usize),
     Value(Value),
 }
 
@@ -181,21 +183,29 @@ impl CompactBatch {
     fn value(&self, cell: usize) -> ValueRef<'_> {
         match &self.cells[cell] {
             Cell::Text(start, end) => ValueRef::Text(&self.text[*start..*end]),
+            Cell::Integer(start, end) => ValueRef::Integer(&self.text[*start..*end]),
             Cell::Value(value) => ValueRef::from(value),
         }
     }
 
     /// [`schema::check_row`] on the pending row: the same reasons, the same conversions.
+    /// An integer already written as its JSON stays text, marked as a number.
     pub(super) fn check(&mut self, plan: &Plan, columns: &[Column]) -> Result<(), String> {
         let start = self.pending_start();
         for (column, key) in columns.iter().zip(&plan.columns) {
             schema::check_value(key.map(|k| self.value(start + k)), column)?;
         }
         for (column, key) in columns.iter().zip(&plan.columns) {
-            if let Some(k) = key
-                && let Some(new) = schema::converted(self.value(start + k), column.kind)
+            let Some(cell) = key.map(|k| start + k) else {
+                continue;
+            };
+            if column.kind == ColumnType::Integer
+                && let Cell::Text(from, to) = self.cells[cell]
+                && schema::integer_json(&self.text[from..to])
             {
-                self.cells[start + k] = Cell::Value(new);
+                self.cells[cell] = Cell::Integer(from, to);
+            } else if let Some(new) = schema::converted(self.value(cell), column.kind) {
+                self.cells[cell] = Cell::Value(new);
             }
         }
         Ok(())
@@ -205,6 +215,17 @@ impl CompactBatch {
     pub(super) fn primary_key(&self, plan: &Plan) -> Option<ValueRef<'_>> {
         plan.primary_key
             .map(|k| self.value(self.pending_start() + k))
+    }
+
+    /// Whether the pending row's primary key is its cell exactly as read: text the checks
+    /// left as it was, or an integer kept as its text.
+    pub(super) fn key_as_read(&self, plan: &Plan) -> bool {
+        plan.primary_key.is_some_and(|k| {
+            matches!(
+                self.cells[self.pending_start() + k],
+                Cell::Text(..) | Cell::Integer(..)
+            )
+        })
     }
 
     /// The pending row as a `Record`, for the reject report.
@@ -237,13 +258,7 @@ impl CompactBatch {
     fn record(&self, row: usize) -> Record {
         let start = row * self.keys.len();
         (0..self.keys.len())
-            .map(|k| {
-                let value = match self.value(start + k) {
-                    ValueRef::Text(s) => Value::String(s.to_owned()),
-                    ValueRef::Other(v) => v.clone(),
-                };
-                (self.keys[k].clone(), value)
-            })
+            .map(|k| (self.keys[k].clone(), self.value(start + k).to_value()))
             .collect()
     }
 
@@ -282,6 +297,7 @@ impl CompactBatch {
                 out.push_str(prefix);
                 match cell {
                     Cell::Text(start, end) => write_json_str(&mut out, &self.text[*start..*end]),
+                    Cell::Integer(start, end) => out.push_str(&self.text[*start..*end]),
                     // `Value`'s `Display` is serde_json's compact serializer.
                     Cell::Value(value) => {
                         let _ = write!(out, "{value}");
@@ -297,13 +313,35 @@ impl CompactBatch {
 
 /// Appends `text` as a JSON string.
 fn write_json_str(out: &mut String, text: &str) {
-    if text.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+    if needs_escape(text.as_bytes()) {
         let _ = write!(out, "{}", Value::from(text));
     } else {
         out.push('"');
         out.push_str(text);
         out.push('"');
     }
+}
+
+/// Whether JSON escapes any of `bytes`: a control character, `"` or `\\`.
+///
+/// Eight bytes at a time with the "has a zero byte" / "has a byte less than n" word tricks
+/// (exact for whether any byte matches), then byte by byte for the tail. A byte-at-a-time
+/// scan cost as much as the rest of writing a batch's JSON, and no maintained crate offers
+/// this three-way search (memchr's searches are for equal bytes only).
+fn needs_escape(bytes: &[u8]) -> bool {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    let below = |word: u64, n: u8| word.wrapping_sub(ONES * u64::from(n)) & !word & HIGHS;
+    let mut chunks = bytes.chunks_exact(8);
+    for chunk in &mut chunks {
+        let word = u64::from_ne_bytes(chunk.try_into().unwrap_or_default());
+        let quote = word ^ (ONES * u64::from(b'"'));
+        let backslash = word ^ (ONES * u64::from(b'\\'));
+        if below(word, 0x20) | below(quote, 1) | below(backslash, 1) != 0 {
+            return true;
+        }
+    }
+    (chunks.remainder().iter()).any(|&b| b < 0x20 || b == b'"' || b == b'\\')
 }
 
 /// What a batch becomes in an output: the hooks' records, or a batch they never saw.
@@ -386,8 +424,8 @@ mod tests {
                 reasons.push(reason);
             } else {
                 assert_eq!(
-                    batch.primary_key(&plan).map(|v| format!("{v:?}")),
-                    row.get("id").map(|v| format!("{:?}", ValueRef::from(v)))
+                    batch.primary_key(&plan).map(ValueRef::to_value),
+                    row.get("id").cloned()
                 );
                 assert_eq!(key, Some(format!("{:?}", batch.primary_key(&plan))));
                 batch.commit();
@@ -470,6 +508,33 @@ mod tests {
         batch.push(&plan, "", |_| None);
         batch.commit();
         assert_eq!(batch.to_json(), r#"{"records":[{},{}]}"#);
+    }
+
+    /// Each byte value at each place of words and tails, among bytes that need no escape.
+    #[test]
+    fn needs_escape_finds_exactly_the_bytes_json_escapes() {
+        for len in [1, 7, 8, 9, 16, 17] {
+            for at in 0..len {
+                for byte in 0..=255u8 {
+                    let mut bytes = vec![b'a'; len];
+                    bytes[at] = byte;
+                    let want = byte < 0x20 || byte == b'"' || byte == b'\\';
+                    assert_eq!(needs_escape(&bytes), want, "{byte:#x} at {at} of {len}");
+                    // Neighbours that sit just past the bounds the word tricks test.
+                    bytes
+                        .iter_mut()
+                        .filter(|b| **b == b'a')
+                        .for_each(|b| *b = 0x21);
+                    assert_eq!(needs_escape(&bytes), want, "{byte:#x} among 0x21");
+                    bytes
+                        .iter_mut()
+                        .filter(|b| **b == 0x21)
+                        .for_each(|b| *b = 0xff);
+                    assert_eq!(needs_escape(&bytes), want, "{byte:#x} among 0xff");
+                }
+            }
+        }
+        assert!(!needs_escape(b""));
     }
 
     /// Every character JSON must escape, in keys and in values, written as serde_json

@@ -108,7 +108,8 @@ impl<'a, H: Hooks> RunState<'a, H> {
         self.seen
     }
 
-    /// Warms dedup's set with the keys of the rows read ahead (see `Seen::warm`).
+    /// Warms dedup's set with the keys of the rows read ahead, the next ones to be checked
+    /// (see `Seen::warm`).
     pub(super) fn warm(
         &mut self,
         headers: &csv_async::StringRecord,
@@ -117,9 +118,11 @@ impl<'a, H: Hooks> RunState<'a, H> {
         let Some(column) = &self.step.settings.primary_key else {
             return;
         };
-        if let Some(at) = headers.iter().position(|h| h == column) {
-            self.seen
-                .warm(records.iter().filter_map(|record| record.get(at)));
+        // The last field of that name, as a row's cells and `Record`s take it; one key per
+        // record, so the hashes line up with the rows.
+        if let Some(at) = (0..headers.len()).rev().find(|&at| &headers[at] == column) {
+            let keys = records.iter().map(|record| record.get(at).unwrap_or(""));
+            self.seen.warm(keys, self.rows_read);
         }
     }
 
@@ -159,7 +162,12 @@ impl<'a, H: Hooks> RunState<'a, H> {
         batch.push(plan, record.as_slice(), |field| record.range(field));
         let mut checked = batch.check(plan, &settings.columns);
         if let (Ok(()), Some(column)) = (&checked, &settings.primary_key) {
-            checked = (self.seen).insert(column, batch.primary_key(plan), self.rows_read - 1)?;
+            let (key, row) = (batch.primary_key(plan), self.rows_read - 1);
+            checked = if batch.key_as_read(plan) {
+                self.seen.insert_as_read(column, key, row)?
+            } else {
+                self.seen.insert(column, key, row)?
+            };
         }
         if let Err(reason) = checked {
             let row = batch.pending_record();

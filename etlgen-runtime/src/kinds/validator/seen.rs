@@ -45,8 +45,9 @@ const REPEATS_HELD: u64 = u64::MAX;
 #[derive(Debug)]
 pub(super) struct Seen {
     mode: Mode,
-    /// The hashes of the keys [`Seen::warm`] looks up.
-    scratch: Vec<u64>,
+    /// The hashes [`Seen::warm`] computed: of the keys of rows `ahead_from..`, as read.
+    ahead: Vec<u64>,
+    ahead_from: u64,
 }
 
 #[derive(Debug)]
@@ -83,7 +84,8 @@ impl Seen {
     /// A set of at most the distinct keys that fit `memory` bytes (see [`keys_within`]).
     pub(super) fn in_memory(memory: usize) -> Self {
         Self {
-            scratch: Vec::new(),
+            ahead: Vec::new(),
+            ahead_from: 0,
             mode: Mode::Memory {
                 set: HashSet64::default(),
                 limit: keys_within(memory),
@@ -107,7 +109,8 @@ impl Seen {
         // Sorted in the set's own table, so the buffer fills only once the set is freed.
         pairs.push_sorted(held.into_sorted().into_iter().map(|hash| (hash, HELD)))?;
         Ok(Self {
-            scratch: Vec::new(),
+            ahead: Vec::new(),
+            ahead_from: 0,
             mode: Mode::Collect {
                 pairs,
                 dir: dir.to_owned(),
@@ -158,22 +161,43 @@ impl Seen {
         self.mode = Mode::Lookup(repeats);
     }
 
-    /// Reads where the keys of the next rows, read ahead, would be in the set, without
-    /// recording them, so that checking them one by one finds the set's memory in the cache.
+    /// Reads where the keys of the next rows (numbers `first_row..`), read ahead, would be
+    /// in the set, without recording them, so that checking them one by one finds the
+    /// set's memory in the cache. The hashes are kept for [`Seen::insert_as_read`].
     ///
     /// Each key is a random access into a table of up to the whole budget. Made one per row
     /// among the row's other work, the accesses wait on memory one after another; made here
     /// back to back, with no branch on what they read, they overlap. A key whose text
     /// differs from its checked value (a number written `007`) only misses the warm-up: what
     /// is recorded and decided is unchanged.
-    pub(super) fn warm<'a>(&mut self, keys: impl Iterator<Item = &'a str>) {
+    pub(super) fn warm<'a>(&mut self, keys: impl Iterator<Item = &'a str>, first_row: u64) {
+        self.ahead.clear();
+        self.ahead_from = first_row;
         if let Mode::Memory { set, .. } = &self.mode {
-            self.scratch.clear();
-            self.scratch
-                .extend(keys.map(|key| hash(Some(ValueRef::Text(trim(key))))));
-            let read = (self.scratch.iter()).fold(0, |all, &hash| all ^ set.first_slot(hash));
+            (self.ahead).extend(keys.map(|key| hash(Some(ValueRef::Text(trim(key))))));
+            let read = (self.ahead.iter()).fold(0, |all, &hash| all ^ set.first_slot(hash));
             std::hint::black_box(read);
         }
+    }
+
+    /// [`Seen::insert`] for a key that is the row's key cell exactly as read (no value
+    /// converted from it or put in its place), so the hash [`Seen::warm`] computed for the
+    /// row is the key's own when the text has no blanks to trim.
+    pub(super) fn insert_as_read(
+        &mut self,
+        column: &str,
+        key: Option<ValueRef<'_>>,
+        row: u64,
+    ) -> Result<Result<(), String>, StepError> {
+        let warmed = match key {
+            Some(ValueRef::Text(s) | ValueRef::Integer(s)) if trim(s).len() == s.len() => {
+                let at = row.checked_sub(self.ahead_from);
+                let at = at.and_then(|at| usize::try_from(at).ok());
+                at.and_then(|at| self.ahead.get(at)).copied()
+            }
+            _ => None,
+        };
+        self.insert_hashed(column, key, row, warmed)
     }
 
     /// Records the key of row number `row` (`None` when the row lacks the key column); a
@@ -185,8 +209,19 @@ impl Seen {
         key: Option<ValueRef<'_>>,
         row: u64,
     ) -> Result<Result<(), String>, StepError> {
+        self.insert_hashed(column, key, row, None)
+    }
+
+    /// [`Seen::insert`], with the key's hash in memory if known.
+    fn insert_hashed(
+        &mut self,
+        column: &str,
+        key: Option<ValueRef<'_>>,
+        row: u64,
+        known: Option<u64>,
+    ) -> Result<Result<(), String>, StepError> {
         let repeated = match &mut self.mode {
-            Mode::Memory { set, .. } => !set.insert(hash(key)),
+            Mode::Memory { set, .. } => !set.insert(known.unwrap_or_else(|| hash(key))),
             Mode::Collect { pairs, .. } => {
                 pairs.push((hash(key), row + 1))?;
                 false
@@ -241,7 +276,7 @@ pub(super) fn keys_within(memory: usize) -> usize {
 fn hash(key: Option<ValueRef<'_>>) -> u64 {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     match key {
-        Some(ValueRef::Text(s)) => hasher.write(s.as_bytes()),
+        Some(ValueRef::Text(s) | ValueRef::Integer(s)) => hasher.write(s.as_bytes()),
         Some(ValueRef::Other(other)) => {
             let _ = write!(HashText(&mut hasher), "{other}");
         }
@@ -266,6 +301,7 @@ fn display(key: Option<ValueRef<'_>>) -> String {
     match key {
         Some(ValueRef::Text(s)) => serde_json::Value::from(s).to_string(),
         Some(ValueRef::Other(other)) => other.to_string(),
+        Some(ValueRef::Integer(s)) => s.to_owned(),
         None => String::new(),
     }
 }
@@ -309,6 +345,18 @@ mod tests {
                 hash(Some(ValueRef::Text(&text))),
                 "{value}"
             );
+        }
+        for n in [0, 7, -42, i64::MIN, i64::MAX] {
+            let (value, text) = (json!(n), n.to_string());
+            assert_eq!(
+                hash(Some(ValueRef::Integer(&text))),
+                hash(Some(ValueRef::Other(&value)))
+            );
+            assert_eq!(
+                display(Some(ValueRef::Integer(&text))),
+                display(Some(ValueRef::Other(&value)))
+            );
+            assert_eq!(ValueRef::Integer(&text).to_value(), value);
         }
         assert_ne!(
             hash(Some(ValueRef::Text("7"))),
