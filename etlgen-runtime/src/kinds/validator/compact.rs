@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::schema::{self, Column, ColumnType, ValueRef};
+use super::schema::{self, Column, ColumnType, Converted, ValueRef};
 use crate::kinds::{Record, RecordBatch};
 
 /// Where a file's columns go, worked out once from its header.
@@ -28,6 +28,8 @@ pub(super) struct Plan {
     fields: Vec<usize>,
     /// For each declared column, its key's position, if the header has it.
     columns: Vec<Option<usize>>,
+    /// For each declared column, whether no other declaration names its column.
+    once: Vec<bool>,
     /// The primary key's position, if the header has it.
     primary_key: Option<usize>,
 }
@@ -60,9 +62,11 @@ impl Plan {
                 prefix
             })
             .collect();
+        let named = |name: &str| columns.iter().filter(|c| c.name == name).count();
         Self {
             prefixes,
             columns: columns.iter().map(|c| position(&c.name)).collect(),
+            once: columns.iter().map(|c| named(&c.name) == 1).collect(),
             primary_key: primary_key.and_then(position),
             keys: keys.into(),
             fields,
@@ -78,6 +82,7 @@ impl Plan {
             cells: Vec::new(),
             rows: 0,
             pending_text: 0,
+            found: Vec::new(),
         }
     }
 }
@@ -150,6 +155,8 @@ pub(super) struct CompactBatch {
     rows: usize,
     /// Where the pending row's text starts.
     pending_text: usize,
+    /// What each declared column converts to, while the pending row is checked.
+    found: Vec<Converted>,
 }
 
 impl CompactBatch {
@@ -189,26 +196,52 @@ impl CompactBatch {
     }
 
     /// [`schema::check_row`] on the pending row: the same reasons, the same conversions.
-    /// An integer already written as its JSON stays text, marked as a number.
+    /// An integer already written as its JSON stays text, marked as a number. A column
+    /// declared once is converted as its check found; one declared more than once, from
+    /// the value the declaration before left.
     pub(super) fn check(&mut self, plan: &Plan, columns: &[Column]) -> Result<(), String> {
         let start = self.pending_start();
+        self.found.clear();
         for (column, key) in columns.iter().zip(&plan.columns) {
-            schema::check_value(key.map(|k| self.value(start + k)), column)?;
+            let value = key.map(|k| self.value(start + k));
+            let found = schema::check_converting(value, column)?;
+            self.found.push(found);
         }
-        for (column, key) in columns.iter().zip(&plan.columns) {
+        let mut found = std::mem::take(&mut self.found);
+        let declared = columns.iter().zip(&plan.columns).zip(&plan.once);
+        for (((column, key), once), found) in declared.zip(found.drain(..)) {
             let Some(cell) = key.map(|k| start + k) else {
                 continue;
             };
-            if column.kind == ColumnType::Integer
-                && let Cell::Text(from, to) = self.cells[cell]
-                && schema::integer_json(&self.text[from..to])
-            {
-                self.cells[cell] = Cell::Integer(from, to);
-            } else if let Some(new) = schema::converted(self.value(cell), column.kind) {
-                self.cells[cell] = Cell::Value(new);
+            let found = if *once {
+                found
+            } else {
+                self.converted(cell, column.kind)
+            };
+            match (found, &self.cells[cell]) {
+                (Converted::Unchanged, _) => {}
+                (Converted::IntegerText, &Cell::Text(from, to)) => {
+                    self.cells[cell] = Cell::Integer(from, to);
+                }
+                (Converted::IntegerText, _) => {}
+                (Converted::Value(new), _) => self.cells[cell] = Cell::Value(new),
             }
         }
+        self.found = found;
         Ok(())
+    }
+
+    /// What the cell becomes as a `kind`, from what it holds now.
+    fn converted(&self, cell: usize, kind: ColumnType) -> Converted {
+        match &self.cells[cell] {
+            &Cell::Text(from, to)
+                if kind == ColumnType::Integer && schema::integer_json(&self.text[from..to]) =>
+            {
+                Converted::IntegerText
+            }
+            _ => schema::converted(self.value(cell), kind)
+                .map_or(Converted::Unchanged, Converted::Value),
+        }
     }
 
     /// The pending row's primary key, as the dedup sees it.
@@ -251,6 +284,7 @@ impl CompactBatch {
             cells: Vec::with_capacity(self.cells.capacity()),
             rows: 0,
             pending_text: 0,
+            found: Vec::new(),
         };
         std::mem::replace(self, empty)
     }

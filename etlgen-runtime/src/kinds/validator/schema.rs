@@ -110,12 +110,52 @@ impl<'a> From<&'a Value> for ValueRef<'a> {
 /// The first pass of [`check_row`] for one column: its value (`None` when the row lacks
 /// the column) is present if required and converts to its type.
 pub(super) fn check_value(value: Option<ValueRef<'_>>, column: &Column) -> Result<(), String> {
-    match value.filter(|v| present(*v)) {
-        None if column.required => Err(format!("missing required column {:?}", column.name)),
-        None => Ok(()),
-        Some(value) => convert(value, column.kind)
-            .map(drop)
-            .map_err(|why| format!("column {:?}: {why}", column.name)),
+    check_converting(value, column).map(drop)
+}
+
+/// What a value becomes once its row passes: what the second pass of [`check_row`] makes
+/// of the value the first pass checked.
+#[derive(Debug, Clone)]
+pub(super) enum Converted {
+    /// Left as it is.
+    Unchanged,
+    /// Left as its text, which is already the JSON of the integer it stands for.
+    IntegerText,
+    /// Replaced.
+    Value(Value),
+}
+
+/// [`check_value`] and then [`converted`] on the same value, in one go: the conversion
+/// the check works out is the one the second pass would make. (A column declared twice
+/// is converted twice, the second time from the first's value, so only the first
+/// declaration's result is what [`check_row`] leaves.)
+pub(super) fn check_converting(
+    value: Option<ValueRef<'_>>,
+    column: &Column,
+) -> Result<Converted, String> {
+    let missing = || Err(format!("missing required column {:?}", column.name));
+    let Some(value) = value else {
+        return if column.required {
+            missing()
+        } else {
+            Ok(Converted::Unchanged)
+        };
+    };
+    if !present(value) {
+        if column.required {
+            return missing();
+        }
+        return Ok(converted(value, column.kind).map_or(Converted::Unchanged, Converted::Value));
+    }
+    if let (ColumnType::Integer, ValueRef::Text(text)) = (column.kind, value)
+        && integer_json(text)
+    {
+        return Ok(Converted::IntegerText);
+    }
+    match convert(value, column.kind) {
+        Ok(Some(new)) => Ok(Converted::Value(new)),
+        Ok(None) => Ok(Converted::Unchanged),
+        Err(why) => Err(format!("column {:?}: {why}", column.name)),
     }
 }
 
