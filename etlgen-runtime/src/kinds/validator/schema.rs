@@ -95,7 +95,8 @@ pub(super) fn integer_json(text: &str) -> bool {
         [b'1'..=b'9', rest @ ..] => rest.iter().all(u8::is_ascii_digit),
         _ => false,
     };
-    canonical && text.parse::<i64>().is_ok()
+    // Eighteen digits always fit an `i64`; only longer ones need parsing to tell.
+    canonical && (digits.len() <= 18 || text.parse::<i64>().is_ok())
 }
 
 impl<'a> From<&'a Value> for ValueRef<'a> {
@@ -424,6 +425,10 @@ mod tests {
             "9223372036854775807",
             "-9223372036854775808",
             "9223372036854775808",
+            "999999999999999999",
+            "-999999999999999999",
+            "1000000000000000000",
+            "99999999999999999999",
             "٣",
         ] {
             let json = text.parse::<i64>().ok().map(|n| Value::from(n).to_string());
