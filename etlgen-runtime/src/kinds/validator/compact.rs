@@ -82,7 +82,8 @@ impl Plan {
             cells: Vec::new(),
             rows: 0,
             pending_text: 0,
-            found: Vec::new(),
+            integers: Vec::new(),
+            values: Vec::new(),
         }
     }
 }
@@ -155,8 +156,10 @@ pub(super) struct CompactBatch {
     rows: usize,
     /// Where the pending row's text starts.
     pending_text: usize,
-    /// What each declared column converts to, while the pending row is checked.
-    found: Vec<Converted>,
+    /// While the pending row is checked, the cells of columns declared once that become
+    /// integers kept as text, and those that become other values.
+    integers: Vec<usize>,
+    values: Vec<(usize, Value)>,
 }
 
 impl CompactBatch {
@@ -201,33 +204,39 @@ impl CompactBatch {
     /// the value the declaration before left.
     pub(super) fn check(&mut self, plan: &Plan, columns: &[Column]) -> Result<(), String> {
         let start = self.pending_start();
-        self.found.clear();
-        for (column, key) in columns.iter().zip(&plan.columns) {
-            let value = key.map(|k| self.value(start + k));
-            let found = schema::check_converting(value, column)?;
-            self.found.push(found);
+        // What the columns declared once convert to, kept aside (they are few, and the
+        // cells must stay as read until every check has passed).
+        self.integers.clear();
+        self.values.clear();
+        for ((column, key), once) in columns.iter().zip(&plan.columns).zip(&plan.once) {
+            let cell = key.map(|k| start + k);
+            let found = schema::check_converting(cell.map(|c| self.value(c)), column)?;
+            match (found, cell) {
+                (Converted::IntegerText, Some(cell)) if *once => self.integers.push(cell),
+                (Converted::Value(new), Some(cell)) if *once => self.values.push((cell, new)),
+                _ => {}
+            }
         }
-        let mut found = std::mem::take(&mut self.found);
-        let declared = columns.iter().zip(&plan.columns).zip(&plan.once);
-        for (((column, key), once), found) in declared.zip(found.drain(..)) {
-            let Some(cell) = key.map(|k| start + k) else {
+        for &cell in &self.integers {
+            if let Cell::Text(from, to) = self.cells[cell] {
+                self.cells[cell] = Cell::Integer(from, to);
+            }
+        }
+        for (cell, new) in self.values.drain(..) {
+            self.cells[cell] = Cell::Value(new);
+        }
+        for ((column, key), once) in columns.iter().zip(&plan.columns).zip(&plan.once) {
+            let Some(cell) = key.map(|k| start + k).filter(|_| !once) else {
                 continue;
             };
-            let found = if *once {
-                found
-            } else {
-                self.converted(cell, column.kind)
-            };
-            match (found, &self.cells[cell]) {
-                (Converted::Unchanged, _) => {}
+            match (self.converted(cell, column.kind), &self.cells[cell]) {
                 (Converted::IntegerText, &Cell::Text(from, to)) => {
                     self.cells[cell] = Cell::Integer(from, to);
                 }
-                (Converted::IntegerText, _) => {}
                 (Converted::Value(new), _) => self.cells[cell] = Cell::Value(new),
+                _ => {}
             }
         }
-        self.found = found;
         Ok(())
     }
 
@@ -284,7 +293,8 @@ impl CompactBatch {
             cells: Vec::with_capacity(self.cells.capacity()),
             rows: 0,
             pending_text: 0,
-            found: Vec::new(),
+            integers: Vec::new(),
+            values: Vec::new(),
         };
         std::mem::replace(self, empty)
     }
