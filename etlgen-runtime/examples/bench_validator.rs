@@ -1,7 +1,7 @@
 //! Validator throughput and peak memory, beside the raw `csv` crate on the same file.
 //!
 //! ```sh
-//! cargo run --release -p etlgen-runtime --example bench_validator -- <csv|validator|validator-dedup|validator-dedup-email|validator-no-output|validator-records> <MB> [dir]
+//! cargo run --release -p etlgen-runtime --example bench_validator -- <csv|validator|validator-dedup|validator-dedup-email|validator-dedup-disk|validator-no-output|validator-records> <MB> [dir]
 //! ```
 //!
 //! Each run measures one mode and one size in a fresh process, because peak RSS (`VmHWM`)
@@ -207,6 +207,7 @@ fn main() -> Result<(), etlgen_runtime::Error> {
         "validator"
         | "validator-dedup"
         | "validator-dedup-email"
+        | "validator-dedup-disk"
         | "validator-no-output"
         | "validator-records" => {
             let mut toml = CONFIG.to_owned();
@@ -215,6 +216,11 @@ fn main() -> Result<(), etlgen_runtime::Error> {
             match mode.as_str() {
                 "validator-dedup" => toml.push_str("primary_key = \"id\"\n"),
                 "validator-dedup-email" => toml.push_str("primary_key = \"email\"\n"),
+                // No key held in memory: every row takes the path of a file whose keys
+                // outgrow the budget (a second read of the file, keys sorted on disk).
+                "validator-dedup-disk" => {
+                    toml.push_str("primary_key = \"email\"\ndedup_memory_kb = 0\n");
+                }
                 _ => {}
             }
             let queue = Arc::new(CountingQueue::default());

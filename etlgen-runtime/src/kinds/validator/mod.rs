@@ -281,7 +281,7 @@ impl<H: Hooks + Default> Step for Validator<H> {
             if run.seen_full() {
                 // Rows so far are decided and may be sent: find the repeated keys of the
                 // rest of the file, then go on from the next row of a fresh read.
-                let collecting = run.start_collecting(&self.dedup_dir(), self.dedup_memory())?;
+                let collecting = run.start_collecting(&self.dedup_dir(), self.sort_memory())?;
                 let (read, cells) = (run.rows_read(), run.row_hooks_default());
                 let raw = (&mut rows, raw_key.as_str(), format);
                 let repeats = self.repeats(input, cx, raw, collecting, read, cells);

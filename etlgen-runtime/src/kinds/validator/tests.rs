@@ -185,8 +185,9 @@ async fn dedup_past_its_memory_gives_what_the_set_gives() {
         "{reports}"
     );
     let dir = tempfile::tempdir().unwrap();
-    // No key in memory (runs of one pair, merged past the fan-in), and 56 keys (the set
-    // fills mid-file; runs of 32 pairs).
+    // No key in memory, and 56 keys (the set fills mid-file). The sorts hold at least 4
+    // MiB, so here they keep the rows in memory beside the held keys' run; runs spilled and
+    // merged past the fan-in are `seen`'s and `spill`'s tests.
     for kb in [0, 1] {
         let settings = format!("{}dedup_memory_kb = {kb}\n", temp_dir_setting(dir.path()));
         assert!(
@@ -220,6 +221,27 @@ async fn the_key_is_the_last_column_of_its_name() {
         .collect();
     assert_eq!(reports.matches("duplicate primary key").count(), 110);
     assert!(run_with::<Defaults>("", &file).await == expected);
+}
+
+/// A small budget still sorts in runs of at least 4 MiB: a budget of 0 used to spill a
+/// temporary file per row.
+#[test]
+fn dedup_sorts_hold_at_least_their_floor() {
+    for (kb, sort) in [
+        (0, 4 << 20),
+        (1, 4 << 20),
+        (4096, 4 << 20),
+        (32768, 32 << 20),
+    ] {
+        let validator = Validator {
+            hooks: Defaults,
+            settings: Settings {
+                dedup_memory_kb: kb,
+                ..Settings::default()
+            },
+        };
+        assert_eq!(validator.sort_memory(), sort, "{kb} KiB");
+    }
 }
 
 #[tokio::test]
