@@ -79,10 +79,10 @@ impl<T: Item> Sorter<T> {
             self.spill()?;
         }
         if self.buffer.len() == self.buffer.capacity() {
-            // Grow up to the budget exactly: doubling could pass it.
+            // Double (from 1024), but never past the budget, which doubling alone could pass.
             let len = self.buffer.len();
-            let more = len.max(1024).min(self.capacity) - len;
-            self.buffer.reserve_exact(more.max(1));
+            let grown = (len + len.max(1024)).min(self.capacity);
+            self.buffer.reserve_exact(grown - len);
         }
         self.buffer.push(item);
         Ok(())
@@ -232,6 +232,28 @@ mod tests {
             let spilled = !sorter.runs.is_empty();
             assert_eq!(spilled, memory < 1 << 20);
             assert_eq!(drain(sorter.finish().unwrap()), expected, "memory {memory}");
+        }
+    }
+
+    /// The buffer doubles, as a `Vec` would, up to the budget and no further.
+    #[test]
+    fn the_buffer_doubles_up_to_the_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        for (memory, pushed, room) in [
+            (1 << 20, 1025, 2048),
+            (1 << 20, 5000, 8192),
+            (8 * 1500, 1025, 1500),
+        ] {
+            let mut sorter = Sorter::new(dir.path(), memory);
+            for item in 0..pushed {
+                sorter.push(item as u64).unwrap();
+            }
+            assert!(sorter.runs.is_empty());
+            assert_eq!(
+                sorter.buffer.capacity(),
+                room,
+                "{pushed} items in {memory} bytes"
+            );
         }
     }
 
