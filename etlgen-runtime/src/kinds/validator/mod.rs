@@ -56,9 +56,10 @@ pub struct Settings {
     /// The primary key column; rows repeating a key are rejected (the first is kept).
     /// A 64-bit hash is kept per distinct key, not the key.
     pub primary_key: Option<String>,
-    /// The memory dedup may use, in KiB. Past it, the rest of the file is read once more to
-    /// sort its keys' hashes on disk in `temp_dir` (16 bytes per row, and 16 more per row
-    /// whose hash another key has), with the same outcome.
+    /// The memory for dedup's set of key hashes, in KiB. Past it, the rest of the file is
+    /// read once more to sort its keys' hashes on disk in `temp_dir` (16 bytes per row, and
+    /// 16 more per row whose hash another key has), with the same outcome; those sorts hold
+    /// the budget in memory, or 4 MiB if the budget is smaller.
     pub dedup_memory_kb: usize,
     /// Where dedup past `dedup_memory_kb` spills; the system temp directory (`/tmp` on
     /// Lambda, its ephemeral storage) by default.

@@ -59,7 +59,8 @@ pub fn check_row(row: &mut Record, columns: &[Column]) -> Result<(), String> {
     Ok(())
 }
 
-/// A value as the checks see it: text (as read, or kept as text), or any other JSON value.
+/// A value as the checks see it: text (as read, or kept as text), an integer kept as its
+/// text, or any other JSON value.
 /// The validator's fast path checks cells it has not turned into [`Value`]s through this.
 #[derive(Debug, Clone, Copy)]
 pub(super) enum ValueRef<'a> {
@@ -128,8 +129,8 @@ pub(super) enum Converted {
 
 /// [`check_value`] and then [`converted`] on the same value, in one go: the conversion
 /// the check works out is the one the second pass would make. (A column declared twice
-/// is converted twice, the second time from the first's value, so only the first
-/// declaration's result is what [`check_row`] leaves.)
+/// is converted twice, the second time from the first's result, so only the first
+/// declaration's conversion can be taken from its check.)
 pub(super) fn check_converting(
     value: Option<ValueRef<'_>>,
     column: &Column,

@@ -68,7 +68,12 @@ async fn run<H: Hooks + Default>() -> Outcome {
 
 /// The same with `settings` added to the step's and another file.
 async fn run_with<H: Hooks + Default>(settings: &str, file: &str) -> Outcome {
-    let h = Harness::<Validator<H>>::new("validate", &format!("{CONFIG}{settings}"));
+    run_config::<H>(&format!("{CONFIG}{settings}"), file).await
+}
+
+/// The same with another config.
+async fn run_config<H: Hooks + Default>(config: &str, file: &str) -> Outcome {
+    let h = Harness::<Validator<H>>::new("validate", config);
     h.objects
         .insert("landing", "in/2024-05-01/file.csv", file.to_owned());
     let source = Source::Object {
@@ -186,8 +191,9 @@ async fn dedup_past_its_memory_gives_what_the_set_gives() {
     );
     let dir = tempfile::tempdir().unwrap();
     // No key in memory, and 56 keys (the set fills mid-file). The sorts hold at least 4
-    // MiB, so here they keep the rows in memory beside the held keys' run; runs spilled and
-    // merged past the fan-in are `seen`'s and `spill`'s tests.
+    // MiB: here the collected pairs are spilled only beside the held keys' run, and the
+    // sort by row stays in memory; runs merged past the fan-in are `seen`'s and `spill`'s
+    // tests.
     for kb in [0, 1] {
         let settings = format!("{}dedup_memory_kb = {kb}\n", temp_dir_setting(dir.path()));
         assert!(
@@ -221,6 +227,28 @@ async fn the_key_is_the_last_column_of_its_name() {
         .collect();
     assert_eq!(reports.matches("duplicate primary key").count(), 110);
     assert!(run_with::<Defaults>("", &file).await == expected);
+}
+
+/// A key column no declaration names passes through as read, blanks included: `7` and
+/// `" 7 "` are two keys, though the hash worked out ahead of the checks trims them alike.
+#[tokio::test]
+async fn an_undeclared_key_keeps_its_blanks() {
+    let config = CONFIG.replace("primary_key = \"id\"", "primary_key = \"code\"");
+    // The first batch's rows are checked as `Record`s (while the hooks are probed), so the
+    // keys come after it.
+    let file = "id,email,code\n1,a@b.co,a\n2,a@b.co,b\n3,a@b.co,c\n\
+        4,a@b.co,7\n5,a@b.co, 7 \n6,a@b.co,7\n7,a@b.co, 7 \n";
+    let expected = run_config::<RowsAsRecords>(&config, file).await;
+    let reports: String = (expected.1.iter())
+        .filter(|(key, _)| key.contains("/rejected-"))
+        .map(|(_, text)| text.as_str())
+        .collect();
+    assert_eq!(
+        reports.matches("duplicate primary key").count(),
+        2,
+        "{reports}"
+    );
+    assert!(run_config::<Defaults>(&config, file).await == expected);
 }
 
 /// A small budget still sorts in runs of at least 4 MiB: a budget of 0 used to spill a
