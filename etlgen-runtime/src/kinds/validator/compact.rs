@@ -366,7 +366,7 @@ fn write_json_str(out: &mut String, text: &str) {
     }
 }
 
-/// Whether JSON escapes any of `bytes`: a control character, `"` or `\\`.
+/// Whether JSON escapes any of `bytes`: a control character, `"` or `\`.
 ///
 /// Eight bytes at a time with the "has a zero byte" / "has a byte less than n" word tricks
 /// (exact for whether any byte matches); the last word overlaps the one before it, and a
