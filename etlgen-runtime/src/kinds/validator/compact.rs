@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::schema::{self, Column, ColumnType, Converted, ValueRef};
+use super::schema::{self, Column, Converted, ValueRef};
 use crate::kinds::{Record, RecordBatch};
 
 /// Where a file's columns go, worked out once from its header.
@@ -229,7 +229,10 @@ impl CompactBatch {
             let Some(cell) = key.map(|k| start + k).filter(|_| !once) else {
                 continue;
             };
-            match (self.converted(cell, column.kind), &self.cells[cell]) {
+            match (
+                schema::converting(self.value(cell), column.kind),
+                &self.cells[cell],
+            ) {
                 (Converted::IntegerText, &Cell::Text(from, to)) => {
                     self.cells[cell] = Cell::Integer(from, to);
                 }
@@ -238,19 +241,6 @@ impl CompactBatch {
             }
         }
         Ok(())
-    }
-
-    /// What the cell becomes as a `kind`, from what it holds now.
-    fn converted(&self, cell: usize, kind: ColumnType) -> Converted {
-        match &self.cells[cell] {
-            &Cell::Text(from, to)
-                if kind == ColumnType::Integer && schema::integer_json(&self.text[from..to]) =>
-            {
-                Converted::IntegerText
-            }
-            _ => schema::converted(self.value(cell), kind)
-                .map_or(Converted::Unchanged, Converted::Value),
-        }
     }
 
     /// The pending row's primary key, as the dedup sees it.

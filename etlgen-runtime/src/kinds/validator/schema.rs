@@ -117,7 +117,7 @@ pub(super) fn check_value(value: Option<ValueRef<'_>>, column: &Column) -> Resul
 
 /// What a value becomes once its row passes: what the second pass of [`check_row`] makes
 /// of the value the first pass checked.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(super) enum Converted {
     /// Left as it is.
     Unchanged,
@@ -147,11 +147,9 @@ pub(super) fn check_converting(
         if column.required {
             return missing();
         }
-        return Ok(converted(value, column.kind).map_or(Converted::Unchanged, Converted::Value));
+        return Ok(converting(value, column.kind));
     }
-    if let (ColumnType::Integer, ValueRef::Text(text)) = (column.kind, value)
-        && integer_json(text)
-    {
+    if integer_text(value, column.kind) {
         return Ok(Converted::IntegerText);
     }
     match convert(value, column.kind) {
@@ -159,6 +157,21 @@ pub(super) fn check_converting(
         Ok(None) => Ok(Converted::Unchanged),
         Err(why) => Err(format!("column {:?}: {why}", column.name)),
     }
+}
+
+/// [`converted`] as a [`Converted`]: an integer column's text that is already the JSON of
+/// its number stays text.
+pub(super) fn converting(value: ValueRef<'_>, kind: ColumnType) -> Converted {
+    if integer_text(value, kind) {
+        Converted::IntegerText
+    } else {
+        converted(value, kind).map_or(Converted::Unchanged, Converted::Value)
+    }
+}
+
+/// Whether `value`, of a column of `kind`, is an integer's text that is already its JSON.
+fn integer_text(value: ValueRef<'_>, kind: ColumnType) -> bool {
+    matches!((kind, value), (ColumnType::Integer, ValueRef::Text(text)) if integer_json(text))
 }
 
 /// The second pass of [`check_row`] for one value: what replaces it, if anything.
