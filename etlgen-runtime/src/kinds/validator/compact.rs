@@ -97,6 +97,9 @@ impl Plan {
 #[derive(Debug)]
 pub(super) struct KeyCheck {
     declared: Vec<Column>,
+    /// The field the key is read from: the last of its name, as [`Plan`] reads it.
+    field: Option<usize>,
+    /// A plan of the key's column alone, so a row copies and checks one cell.
     plan: Plan,
     batch: CompactBatch,
 }
@@ -111,10 +114,15 @@ impl KeyCheck {
             .filter(|c| c.name == primary_key)
             .cloned()
             .collect();
-        let plan = Plan::new(header, &declared, Some(primary_key));
+        let field = (header.into_iter().enumerate())
+            .filter(|&(_, name)| name == primary_key)
+            .last()
+            .map(|(field, _)| field);
+        let plan = Plan::new(field.map(|_| primary_key), &declared, Some(primary_key));
         let batch = plan.batch();
         Self {
             declared,
+            field,
             plan,
             batch,
         }
@@ -128,7 +136,9 @@ impl KeyCheck {
         field: impl Fn(usize) -> Option<Range<usize>>,
         with: impl FnOnce(Option<ValueRef<'_>>) -> R,
     ) -> Option<R> {
-        self.batch.push(&self.plan, text, field);
+        let range = self.field.and_then(field).unwrap_or_default();
+        let key = text.get(range).unwrap_or_default();
+        self.batch.push(&self.plan, key, |_| Some(0..key.len()));
         let checked = self.batch.check(&self.plan, &self.declared).is_ok();
         let out = checked.then(|| with(self.batch.primary_key(&self.plan)));
         self.batch.discard();
