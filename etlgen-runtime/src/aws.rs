@@ -55,7 +55,8 @@ pub async fn services(config: &Config, needs: Needs) -> Result<Services, crate::
     let qualtrics: Arc<dyn crate::ports::QualtricsApi> = match &config.qualtrics {
         Some(q) if needs.qualtrics => {
             let secret = secrets.secret(&q.secret_id).await?;
-            Arc::new(qualtrics::Client::with_http(q, &secret, http)?)
+            let client = qualtrics::Client::with_http(q, &secret, http)?;
+            Arc::new(client.rereading(Arc::new(secrets.clone()), q.secret_id.clone()))
         }
         _ => Arc::new(Unconfigured("[qualtrics]")),
     };

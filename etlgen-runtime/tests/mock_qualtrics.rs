@@ -720,10 +720,12 @@ async fn token_and_oauth_authenticate_and_anything_else_gets_401() {
     );
     let err = wrong_secret.send(create_list("x")).await.unwrap_err();
     assert!(err.to_string().contains("HTTP 401"), "{err}");
+    // Refused credentials go to the dead-letter queue, to redrive once the secret is fixed.
+    assert!(err.is_retryable());
 
-    let wrong_token = client(&mock, "max_retries=0", r#"{"api_token":"nope"}"#);
+    let wrong_token = client(&mock, "", r#"{"api_token":"nope"}"#);
     let err = wrong_token.send(create_list("x")).await.unwrap_err();
-    assert!(!err.is_retryable());
+    assert!(err.is_retryable());
     assert!(err.to_string().contains("HTTP 401"), "{err}");
     assert!(err.to_string().contains("AUTHENTICATION_FAILED"), "{err}");
 
@@ -805,7 +807,8 @@ async fn a_429_on_every_call_is_retried_then_fails_without_any_effect() {
 }
 
 /// Sends 50 distributions (retrying 500s) to a fresh mock; returns their subjects as
-/// recorded and the 500s injected.
+/// recorded and the 500s injected. Each carries a key, as the client sends again after a
+/// 5xx only a request that Qualtrics would replay (the mock's 500s come before the effect).
 async fn fifty_distributions(seed: u64) -> (Vec<String>, u64, u64) {
     let mock = start(MockConfig {
         faults: Faults {
@@ -822,7 +825,10 @@ async fn fifty_distributions(seed: u64) -> (Vec<String>, u64, u64) {
         settings.subject = format!("subject {i}");
         let at = distribution::send_time(LogicalDate::from_ymd(2024, 5, 1).unwrap(), &settings);
         let response: ApiResponse = api
-            .send(distribution::build_request("CG_1", at, &settings))
+            .send(
+                distribution::build_request("CG_1", at, &settings)
+                    .idempotency_key(format!("distribution-{i}")),
+            )
             .await
             .unwrap();
         assert!(response.result::<Id>().unwrap().id.starts_with("EMD_"));
@@ -938,13 +944,20 @@ async fn slow_answers_time_out_after_the_effect_and_the_key_prevents_duplicates(
     assert_eq!((stats.effects, stats.replays), (1, 2));
     assert_eq!(stats.faults_of(FaultKind::Slow), 3);
 
-    // Without an Idempotency-Key, the same timeouts duplicate the effect: the nasty case.
+    // Without an Idempotency-Key, a timeout may follow the effect, so the client does not
+    // send it again (that duplicated the distribution, once per retry): SQS redelivers, and
+    // the scheduler looks for the distribution before creating it.
     let settings = distribution_settings();
     let at = distribution::send_time(LogicalDate::from_ymd(2024, 5, 1).unwrap(), &settings);
-    api.send(distribution::build_request("CG_1", at, &settings))
+    let err = api
+        .send(distribution::build_request("CG_1", at, &settings))
         .await
         .unwrap_err();
-    assert_eq!(mock.state().distributions.len(), 3);
+    assert!(
+        err.is_retryable() && err.to_string().contains("timed out"),
+        "{err}"
+    );
+    assert_eq!(mock.state().distributions.len(), 1);
 
     // Once the server is fast again, the keyed retry gets the original answer.
     mock.set_faults(Faults::default()).unwrap();

@@ -37,6 +37,11 @@ fn distribution() -> ApiRequest {
     )
 }
 
+/// A `POST` that may be sent again: Qualtrics replays a key it has seen.
+fn keyed() -> ApiRequest {
+    distribution().idempotency_key("run-1/distribute")
+}
+
 #[tokio::test]
 async fn token_auth_sends_the_exact_request_and_parses_the_envelope() {
     let server = MockServer::start().await;
@@ -99,7 +104,7 @@ async fn server_errors_are_retried_a_bounded_number_of_times() {
         .mount(&server)
         .await;
     let err = client(&server, "max_retries=2", "tok")
-        .send(distribution())
+        .send(keyed())
         .await
         .unwrap_err();
     assert!(err.is_retryable());
@@ -120,11 +125,126 @@ async fn timeouts_are_retried_and_bounded() {
         .mount(&server)
         .await;
     let err = client(&server, "max_retries=1\ntimeout_ms=50", "tok")
-        .send(distribution())
+        .send(keyed())
         .await
         .unwrap_err();
     assert!(err.is_retryable());
     assert!(err.to_string().contains("timed out"), "{err}");
+}
+
+/// A `POST` without a key that fails after it was sent may have created its distribution:
+/// sending it again would invite every contact twice, so the error goes back to SQS at once.
+#[tokio::test]
+async fn a_post_without_a_key_is_not_sent_again_after_a_5xx_or_a_timeout() {
+    for (answer, config, expected) in [
+        (error(502, "BAD_GATEWAY"), "max_retries=3", "HTTP 502"),
+        (
+            ok(json!({"id": "late"})).set_delay(Duration::from_millis(500)),
+            "max_retries=3\ntimeout_ms=50",
+            "timed out",
+        ),
+    ] {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path("/API/v3/distributions"))
+            .respond_with(answer)
+            .expect(1)
+            .mount(&server)
+            .await;
+        let err = client(&server, config, "tok")
+            .send(distribution())
+            .await
+            .unwrap_err();
+        assert!(err.is_retryable(), "{err}");
+        assert!(err.to_string().contains(expected), "{err}");
+    }
+}
+
+/// A connection that never opened sent nothing, so even a `POST` without a key is tried
+/// again, a bounded number of times.
+#[tokio::test]
+async fn a_post_without_a_key_is_sent_again_when_it_never_left() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = closed.local_addr().unwrap();
+    drop(closed);
+    let toml = format!(
+        "[pipeline]\nname='p'\ndata_bucket='b'\n[qualtrics]\ndatacenter='fra1'\nsecret_id='s'\n\
+         base_url='http://{address}/API/v3'\nbackoff_base_ms=50\nbackoff_max_ms=50\nmax_retries=2\n"
+    );
+    let config = Config::from_toml("test", &toml).unwrap();
+    let client = Client::new(config.qualtrics.as_ref().unwrap(), "tok").unwrap();
+    let started = Instant::now();
+    let err = client.send(distribution()).await.unwrap_err();
+    assert!(err.is_retryable(), "{err}");
+    // Two retries, each after a full-jitter delay of at most 50 ms: retried, and bounded.
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(err.to_string().contains("transport error"), "{err}");
+}
+
+/// A refused API token is a deployment mistake: retryable, so the message reaches the
+/// dead-letter queue to redrive once the secret is fixed, but not sent again here, where
+/// the same token would be refused again.
+#[tokio::test]
+async fn refused_credentials_go_back_to_sqs_unretried_and_say_what_to_fix() {
+    for status in [401, 403] {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path("/API/v3/distributions"))
+            .respond_with(error(status, "AUTHENTICATION_FAILED"))
+            .expect(1)
+            .mount(&server)
+            .await;
+        let err = client(&server, "max_retries=3", "tok")
+            .send(keyed())
+            .await
+            .unwrap_err();
+        assert!(err.is_retryable(), "{err}");
+        let text = err.to_string();
+        assert!(text.contains(&format!("HTTP {status}")), "{text}");
+        assert!(
+            text.contains("secret_id") && text.contains("redrive"),
+            "{text}"
+        );
+    }
+}
+
+/// An OAuth token refused before its expiry (revoked) is dropped, and the request is sent
+/// again once with a new one.
+#[tokio::test]
+async fn a_refused_oauth_token_is_replaced_and_the_request_sent_again() {
+    let server = MockServer::start().await;
+    for token in ["bearer-1", "bearer-2"] {
+        Mock::given(method("POST"))
+            .and(path("/oauth2/token"))
+            .respond_with(
+                ResponseTemplate::new(200)
+                    .set_body_json(json!({"access_token": token, "expires_in": 3600})),
+            )
+            .up_to_n_times(1)
+            .expect(1)
+            .mount(&server)
+            .await;
+    }
+    Mock::given(method("POST"))
+        .and(path("/API/v3/distributions"))
+        .and(bearer_token("bearer-1"))
+        .respond_with(error(401, "TOKEN_REVOKED"))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/API/v3/distributions"))
+        .and(bearer_token("bearer-2"))
+        .respond_with(ok(json!({"id": "EMD_1"})))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let client = client(
+        &server,
+        "auth='oauth'",
+        r#"{"client_id":"id","client_secret":"secret"}"#,
+    );
+    client.send(distribution()).await.unwrap();
 }
 
 #[tokio::test]
@@ -328,4 +448,120 @@ async fn a_stalled_oauth_token_request_times_out_and_is_retryable() {
     .unwrap_err();
     assert!(err.is_retryable(), "{err}");
     assert!(err.to_string().contains("timed out"), "{err}");
+}
+
+/// A secret store that counts its reads.
+struct Rotated {
+    value: &'static str,
+    reads: std::sync::atomic::AtomicU32,
+}
+
+#[async_trait::async_trait]
+impl etlgen_runtime::ports::SecretStore for Rotated {
+    async fn secret(&self, id: &str) -> Result<String, etlgen_runtime::StepError> {
+        assert_eq!(id, "client-x/dev/qualtrics");
+        self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(self.value.to_owned())
+    }
+}
+
+fn rotated(value: &'static str) -> std::sync::Arc<Rotated> {
+    std::sync::Arc::new(Rotated {
+        value,
+        reads: 0.into(),
+    })
+}
+
+/// A token rotated in Secrets Manager reaches a warm client: the refusal reads the secret
+/// again, and the request goes once more with the new token.
+#[tokio::test]
+async fn a_rotated_token_is_read_again_and_the_refused_request_sent_with_it() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/API/v3/distributions"))
+        .and(header("X-API-TOKEN", "old"))
+        .respond_with(error(401, "AUTHENTICATION_FAILED"))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/API/v3/distributions"))
+        .and(header("X-API-TOKEN", "new"))
+        .respond_with(ok(json!({"id": "EMD_1"})))
+        .expect(2)
+        .mount(&server)
+        .await;
+    let store = rotated(r#"{"api_token":"new"}"#);
+    let client = client(&server, "", "old").rereading(store.clone(), "client-x/dev/qualtrics");
+    client.send(distribution()).await.unwrap();
+    client.send(distribution()).await.unwrap();
+    assert_eq!(store.reads.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
+/// A secret read again unchanged is not tried again, and a refusal within
+/// `REREAD_EVERY` of the last read does not read it again.
+#[tokio::test]
+async fn an_unchanged_secret_is_not_sent_again_and_read_at_most_once_a_minute() {
+    assert_eq!(
+        etlgen_runtime::qualtrics::REREAD_EVERY,
+        Duration::from_secs(60)
+    );
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/API/v3/distributions"))
+        .respond_with(error(403, "FORBIDDEN"))
+        .expect(2)
+        .mount(&server)
+        .await;
+    let store = rotated("old");
+    let client =
+        client(&server, "max_retries=3", "old").rereading(store.clone(), "client-x/dev/qualtrics");
+    for _ in 0..2 {
+        let err = client.send(keyed()).await.unwrap_err();
+        assert!(
+            err.is_retryable() && err.to_string().contains("HTTP 403"),
+            "{err}"
+        );
+    }
+    assert_eq!(store.reads.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
+/// Rotated OAuth client credentials: the token endpoint refuses the old ones, the secret is
+/// read again, and the new ones get the token.
+#[tokio::test]
+async fn rotated_oauth_credentials_are_read_again_when_the_token_endpoint_refuses() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/oauth2/token"))
+        .and(header("authorization", "Basic aWQ6b2xk"))
+        .respond_with(ResponseTemplate::new(401))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/oauth2/token"))
+        .and(header("authorization", "Basic aWQ6bmV3"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"access_token": "bearer-new", "expires_in": 3600})),
+        )
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/API/v3/distributions"))
+        .and(bearer_token("bearer-new"))
+        .respond_with(ok(json!({"id": "EMD_1"})))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let store = rotated(r#"{"client_id":"id","client_secret":"new"}"#);
+    let client = client(
+        &server,
+        "auth='oauth'",
+        r#"{"client_id":"id","client_secret":"old"}"#,
+    )
+    .rereading(store.clone(), "client-x/dev/qualtrics");
+    client.send(distribution()).await.unwrap();
+    assert_eq!(store.reads.load(std::sync::atomic::Ordering::SeqCst), 1);
 }

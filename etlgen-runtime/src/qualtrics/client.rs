@@ -9,7 +9,16 @@
 //! - **Retries**: 429, 5xx and timeouts are retried with exponential backoff and full
 //!   jitter (backon), bounded by `max_retries`. A `Retry-After` longer than the computed delay
 //!   wins; one longer than `backoff_max_ms` ends the retries, so the message goes back to SQS
-//!   instead of holding the Lambda.
+//!   instead of holding the Lambda. A request that is not [`ApiRequest::replayable`] (a
+//!   `POST` without an `Idempotency-Key`) is sent again here only when it was refused
+//!   unapplied (a 429, a connection that never opened): after a timeout or a 5xx it may have
+//!   taken effect, and sending it again would create a second list or distribution, so its
+//!   error goes back to SQS, whose redelivery looks first for what the attempt left.
+//! - **Refused credentials**: a 401 or 403 is retryable, as the AWS ports' are: a rotated or
+//!   wrong token is a deployment mistake, not a bad record, so the message goes to the
+//!   dead-letter queue, to redrive once the secret is fixed, instead of being acknowledged as
+//!   rejected. The request is sent again here only with new credentials: a new OAuth token
+//!   after a 401, or a secret that changed when read again (see `auth`).
 //! - **Logging**: every response logs its `meta.requestId` (a downloaded file carries none).
 
 use std::collections::HashMap;
@@ -21,29 +30,20 @@ use async_trait::async_trait;
 use backon::{ExponentialBuilder, Retryable};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde::Deserialize;
-use tokio::sync::Mutex;
 
+pub use super::auth::token_from_secret;
+use super::auth::{Auth, Credentials};
 use super::{ApiRequest, ApiResponse, Body, Method, default_budget, parse_meta};
 use crate::StepError;
-use crate::config::{AuthMethod, QualtricsConfig};
-use crate::ports::{ObjectReader, QualtricsApi};
-
-enum Auth {
-    Token(String),
-    OAuth {
-        client_id: String,
-        client_secret: String,
-        scope: Option<String>,
-        cached: Mutex<Option<(String, Instant)>>,
-    },
-}
+use crate::config::QualtricsConfig;
+use crate::ports::{ObjectReader, QualtricsApi, SecretStore};
 
 /// The Qualtrics API client. Build it once at cold start with the fetched secret.
 pub struct Client {
     http: reqwest::Client,
     timeout: Duration,
     base_url: String,
-    auth: Auth,
+    credentials: Credentials,
     limiters: HashMap<String, Arc<DefaultDirectRateLimiter>>,
     budgets: std::collections::BTreeMap<String, u32>,
     backoff: ExponentialBuilder,
@@ -59,28 +59,10 @@ impl std::fmt::Debug for Client {
 }
 
 #[derive(Deserialize)]
-struct ClientCredentials {
-    client_id: String,
-    client_secret: String,
-}
-
-#[derive(Deserialize)]
 struct TokenResponse {
     access_token: String,
     #[serde(default)]
     expires_in: Option<u64>,
-}
-
-/// Reads an API token from a secret: the raw token, or JSON with `api_token` or `token`.
-pub fn token_from_secret(secret: &str) -> String {
-    #[derive(Deserialize)]
-    struct Wrapped {
-        #[serde(alias = "token", alias = "apiToken", alias = "X-API-TOKEN")]
-        api_token: String,
-    }
-    serde_json::from_str::<Wrapped>(secret)
-        .map(|w| w.api_token)
-        .unwrap_or_else(|_| secret.trim().to_owned())
 }
 
 impl Client {
@@ -99,20 +81,7 @@ impl Client {
         secret: &str,
         http: reqwest::Client,
     ) -> Result<Self, crate::Error> {
-        let auth = match config.auth {
-            AuthMethod::Token => Auth::Token(token_from_secret(secret)),
-            AuthMethod::OAuth => {
-                let creds: ClientCredentials = serde_json::from_str(secret).map_err(|e| {
-                    format!("the OAuth secret must be JSON with client_id and client_secret: {e}")
-                })?;
-                Auth::OAuth {
-                    client_id: creds.client_id,
-                    client_secret: creds.client_secret,
-                    scope: config.oauth_scope.clone(),
-                    cached: Mutex::new(None),
-                }
-            }
-        };
+        let credentials = Credentials::new(config.auth, config.oauth_scope.as_deref(), secret)?;
         let backoff = ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(config.backoff_base_ms))
             .with_max_delay(Duration::from_millis(config.backoff_max_ms))
@@ -122,13 +91,21 @@ impl Client {
             http,
             timeout: Duration::from_millis(config.timeout_ms),
             base_url: config.base_url(),
-            auth,
+            credentials,
             limiters: HashMap::new(),
             budgets: config.rate_limits.clone(),
             backoff,
             max_backoff: Duration::from_millis(config.backoff_max_ms),
         }
         .with_limiters())
+    }
+
+    /// Reads secret `secret_id` from `store` again when Qualtrics refuses the credentials
+    /// (401 or 403), at most once a minute, and sends the refused request again if the
+    /// secret changed: a rotated secret reaches a warm Lambda without a redeploy.
+    pub fn rereading(mut self, store: Arc<dyn SecretStore>, secret_id: impl Into<String>) -> Self {
+        self.credentials.reread_from(store, secret_id.into());
+        self
     }
 
     fn with_limiters(mut self) -> Self {
@@ -182,13 +159,14 @@ impl Client {
             .trim_end_matches("/API/v3")
     }
 
-    async fn bearer(&self) -> Result<Option<String>, StepError> {
+    async fn bearer(&self) -> Result<Option<String>, Failed> {
+        let auth = self.credentials.current();
         let Auth::OAuth {
             client_id,
             client_secret,
             scope,
             cached,
-        } = &self.auth
+        } = &*auth
         else {
             return Ok(None);
         };
@@ -210,27 +188,39 @@ impl Client {
             .form(&form)
             .send()
             .await
-            .map_err(transport_error)?;
+            .map_err(|e| Failed::unapplied(transport_error(e)))?;
         let status = response.status().as_u16();
-        let body = response.bytes().await.map_err(transport_error)?;
+        let body = (response.bytes().await).map_err(|e| Failed::unapplied(transport_error(e)))?;
+        // Asking for a token changes nothing, so it may be asked again, unless the client's
+        // own credentials were refused.
         if !(200..300).contains(&status) {
-            return Err(StepError::from_status(status, "OAuth token request failed"));
+            let error = refused(status, "OAuth token request failed".to_owned());
+            let refused = matches!(status, 401 | 403);
+            return Err(if refused && !self.credentials.reread().await {
+                Failed::left_to_sqs(error)
+            } else {
+                Failed::unapplied(error)
+            });
         }
-        let token: TokenResponse = serde_json::from_slice(&body)
-            .map_err(|e| StepError::permanent(format!("unexpected OAuth token response: {e}")))?;
+        let token: TokenResponse = serde_json::from_slice(&body).map_err(|e| {
+            Failed::unapplied(StepError::permanent(format!(
+                "unexpected OAuth token response: {e}"
+            )))
+        })?;
         let lifetime = Duration::from_secs(token.expires_in.unwrap_or(3600).saturating_sub(60));
         *cached = Some((token.access_token.clone(), Instant::now() + lifetime));
         Ok(Some(token.access_token))
     }
 
     async fn forget_token(&self) {
-        if let Auth::OAuth { cached, .. } = &self.auth {
+        let auth = self.credentials.current();
+        if let Auth::OAuth { cached, .. } = &*auth {
             *cached.lock().await = None;
         }
     }
 
     /// Sends one attempt of `request`; the answer, whatever its status.
-    async fn respond(&self, request: &ApiRequest) -> Result<reqwest::Response, StepError> {
+    async fn respond(&self, request: &ApiRequest) -> Result<reqwest::Response, Failed> {
         self.limiter(request.endpoint).until_ready().await;
         let url = format!("{}{}", self.base_url, request.path.trim_start_matches('/'));
         let method = match request.method {
@@ -244,7 +234,9 @@ impl Client {
             .request(method, &url)
             .timeout(self.timeout)
             .query(&request.query);
-        builder = match (&self.auth, self.bearer().await?) {
+        let bearer = self.bearer().await?;
+        let auth = self.credentials.current();
+        builder = match (&*auth, bearer) {
             (_, Some(bearer)) => builder.bearer_auth(bearer),
             (Auth::Token(token), None) => builder.header("X-API-TOKEN", token),
             (Auth::OAuth { .. }, None) => builder,
@@ -259,16 +251,25 @@ impl Client {
                 .header(reqwest::header::CONTENT_TYPE, content_type)
                 .body(text.clone()),
         };
-        builder.send().await.map_err(transport_error)
+        builder.send().await.map_err(|e| {
+            let unapplied = e.is_connect();
+            let error = transport_error(e);
+            if unapplied {
+                Failed::unapplied(error)
+            } else {
+                Failed::after_sending(request, error)
+            }
+        })
     }
 
-    async fn attempt(&self, request: &ApiRequest) -> Result<ApiResponse, StepError> {
+    async fn attempt(&self, request: &ApiRequest) -> Result<ApiResponse, Failed> {
         let response = self.respond(request).await?;
         let status = response.status().as_u16();
         if !(200..300).contains(&status) {
             return Err(self.failure(request, response).await);
         }
-        let body = response.bytes().await.map_err(transport_error)?;
+        let body = (response.bytes().await)
+            .map_err(|e| Failed::after_sending(request, transport_error(e)))?;
         let request_id = parse_meta(&body).request_id;
         log_call(request, status, request_id.as_deref());
         Ok(ApiResponse {
@@ -279,7 +280,7 @@ impl Client {
     }
 
     /// One attempt of a download: a successful answer whose body is still to be read.
-    async fn attempt_download(&self, request: &ApiRequest) -> Result<reqwest::Response, StepError> {
+    async fn attempt_download(&self, request: &ApiRequest) -> Result<reqwest::Response, Failed> {
         let response = self.respond(request).await?;
         let status = response.status().as_u16();
         if !(200..300).contains(&status) {
@@ -291,12 +292,12 @@ impl Client {
     }
 
     /// The error for an answer outside 2xx, from its Qualtrics error envelope.
-    async fn failure(&self, request: &ApiRequest, response: reqwest::Response) -> StepError {
+    async fn failure(&self, request: &ApiRequest, response: reqwest::Response) -> Failed {
         let status = response.status().as_u16();
         if response.status().is_redirection() {
             let location = response.headers().get(reqwest::header::LOCATION);
             log_call(request, status, None);
-            return StepError::from_status(
+            return Failed::left_to_sqs(StepError::from_status(
                 status,
                 format!(
                     "{} {} answered a redirect to {:?}, which is not followed (it would send the \
@@ -305,7 +306,7 @@ impl Client {
                     request.path,
                     location.and_then(|l| l.to_str().ok()).unwrap_or("nowhere"),
                 ),
-            );
+            ));
         }
         let retry_after = response
             .headers()
@@ -314,14 +315,19 @@ impl Client {
             .and_then(parse_retry_after);
         let body = match response.bytes().await {
             Ok(body) => body,
-            Err(e) => return transport_error(e),
+            Err(e) => return Failed::after_sending(request, transport_error(e)),
         };
         let meta = parse_meta(&body);
         let request_id = meta.request_id.clone();
         log_call(request, status, request_id.as_deref());
-        if status == 401 {
+        // A new OAuth token may be accepted where the cached one was refused; refused
+        // credentials stay refused until their secret is fixed, so it is read again.
+        let new_token = status == 401 && self.credentials.is_oauth();
+        if new_token {
             self.forget_token().await;
         }
+        let new_secret =
+            matches!(status, 401 | 403) && !new_token && self.credentials.reread().await;
         let detail = meta.error.unwrap_or_default();
         let message = format!(
             "{} {}: {} {} (requestId {})",
@@ -333,34 +339,44 @@ impl Client {
                 .unwrap_or_else(|| String::from_utf8_lossy(&body).chars().take(200).collect()),
             request_id.as_deref().unwrap_or("unknown"),
         );
-        let error = StepError::from_status(status, message);
-        match retry_after {
-            Some(wait) => error.with_retry_after(wait),
-            None => error,
+        let mut error = refused(status, message);
+        if let Some(wait) = retry_after {
+            error = error.with_retry_after(wait);
+        }
+        match status {
+            // Refused before it was applied.
+            429 => Failed::unapplied(error),
+            401 | 403 if new_token || new_secret => Failed::unapplied(error),
+            401 | 403 => Failed::left_to_sqs(error),
+            _ => Failed::after_sending(request, error),
         }
     }
 
-    /// Retries `attempt` with backoff and jitter while it fails retryably, honouring
-    /// `Retry-After` unless it asks for more than the longest backoff.
+    /// Retries `attempt` with backoff and jitter while it fails in a way it may be sent again
+    /// ([`Failed::again`]), honouring `Retry-After` unless it asks for more than the longest
+    /// backoff.
     async fn retried<T, F, Fut>(&self, attempt: F) -> Result<T, StepError>
     where
         F: FnMut() -> Fut,
-        Fut: Future<Output = Result<T, StepError>>,
+        Fut: Future<Output = Result<T, Failed>>,
     {
         let max_backoff = self.max_backoff;
         attempt
             .retry(self.backoff)
-            .when(StepError::is_retryable)
-            .adjust(move |e, delay| {
+            .when(|failed| failed.again)
+            .adjust(move |failed, delay| {
                 let delay = delay?;
-                match e.retry_after() {
+                match failed.error.retry_after() {
                     Some(wait) if wait > max_backoff => None,
                     Some(wait) => Some(wait.max(delay)),
                     None => Some(delay),
                 }
             })
-            .notify(|e, delay| tracing::warn!(error = %e, ?delay, "qualtrics call will be retried"))
+            .notify(|failed, delay| {
+                tracing::warn!(error = %failed.error, ?delay, "qualtrics call will be retried");
+            })
             .await
+            .map_err(|failed| failed.error)
     }
 }
 
@@ -373,6 +389,48 @@ fn log_call(request: &ApiRequest, status: u16, request_id: Option<&str>) {
         request_id = request_id.unwrap_or(""),
         "qualtrics call"
     );
+}
+
+/// An attempt's error, and whether the client may send the request again itself.
+struct Failed {
+    error: StepError,
+    again: bool,
+}
+
+impl Failed {
+    /// Refused or never sent, so nothing was applied: sent again if retryable.
+    fn unapplied(error: StepError) -> Self {
+        let again = error.is_retryable();
+        Self { error, again }
+    }
+
+    /// Failed once the request was sent, so it may have taken effect: sent again only if
+    /// retryable and [`ApiRequest::replayable`].
+    fn after_sending(request: &ApiRequest, error: StepError) -> Self {
+        let again = error.is_retryable() && request.replayable();
+        Self { error, again }
+    }
+
+    /// Not sent again by the client, whatever its class: SQS decides.
+    fn left_to_sqs(error: StepError) -> Self {
+        Self {
+            error,
+            again: false,
+        }
+    }
+}
+
+/// The error of a status outside 2xx; a 401 or 403 is retryable (see the module doc), with
+/// what to fix.
+fn refused(status: u16, message: String) -> StepError {
+    match status {
+        401 | 403 => StepError::retryable(format!(
+            "HTTP {status}: {message} (the Qualtrics credentials were refused: check the secret \
+             named by [qualtrics] secret_id and the token's permissions, then redrive the \
+             dead-letter queue)"
+        )),
+        _ => StepError::from_status(status, message),
+    }
 }
 
 const KNOWN: &[&str] = &[

@@ -6,6 +6,7 @@
 //! authentication, per-endpoint rate limiting and retries; the fake in [`crate::testing`]
 //! records requests instead.
 
+mod auth;
 pub mod client;
 
 use bytes::Bytes;
@@ -14,6 +15,7 @@ use serde::de::DeserializeOwned;
 
 use crate::StepError;
 
+pub use auth::REREAD_EVERY;
 pub use client::Client;
 
 /// Endpoint names: the keys of `[qualtrics.rate_limits]` and of [`default_budget`].
@@ -155,6 +157,21 @@ impl ApiRequest {
     pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.headers.push((name.into(), value.into()));
         self
+    }
+
+    /// Whether sending the request again cannot repeat its effect, so the client may retry
+    /// it after an answer that came after the effect (a timeout, a 5xx, a dropped
+    /// connection): `GET`, `PUT` and `DELETE` are idempotent by HTTP's definition, and
+    /// Qualtrics answers a `POST` carrying an `Idempotency-Key` it has seen with the first
+    /// answer instead of applying it again.
+    ///
+    /// Any other `POST` (creating a mailing list or a distribution) is sent again by the
+    /// client only when it was refused unapplied: a 429, or a connection that never opened.
+    /// Otherwise its retryable error goes back to SQS, and the redelivery's step looks for
+    /// what the first attempt left before creating it again (see `kinds::claim`).
+    pub fn replayable(&self) -> bool {
+        self.method != Method::Post
+            || (self.headers.iter()).any(|(name, _)| name.eq_ignore_ascii_case("idempotency-key"))
     }
 
     /// Adds `Idempotency-Key: key`, unless the request already carries one (a client hook
