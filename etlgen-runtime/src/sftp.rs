@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use russh::keys::{HashAlg, PrivateKeyWithHashAlg, PublicKeyOrCertificate};
 use russh_sftp::client::SftpSession;
-use russh_sftp::protocol::OpenFlags;
+use russh_sftp::protocol::{OpenFlags, StatusCode};
 use serde::Deserialize;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Mutex;
@@ -230,19 +230,27 @@ impl Sftp for SftpClient {
         self.forget(result).await
     }
 
+    /// Writes to `<path>.part` and moves it to `path` once it is whole, so a stream that
+    /// fails midway (the export's download, the connection, the Lambda's timeout) never
+    /// leaves a truncated file where the client picks files up; the retry writes it again.
+    /// SFTP v3 renames only to a free name, so an older `path` is removed just before.
     async fn write_stream(&self, path: &str, mut body: ObjectReader) -> Result<u64, StepError> {
         let result = async {
+            let session = self.session().await?;
+            let part = format!("{path}.part");
             let flags = OpenFlags::CREATE | OpenFlags::TRUNCATE | OpenFlags::WRITE;
-            let mut file = self
-                .session()
-                .await?
-                .open_with_flags(path, flags)
-                .await
-                .map_err(|e| failed("open", e))?;
+            let mut file =
+                (session.open_with_flags(&part, flags).await).map_err(|e| failed("open", e))?;
             let written = tokio::io::copy(&mut body, &mut file)
                 .await
                 .map_err(|e| failed("write", e))?;
             file.shutdown().await.map_err(|e| failed("close", e))?;
+            match session.remove_file(path).await {
+                Err(russh_sftp::client::error::Error::Status(status))
+                    if status.status_code == StatusCode::NoSuchFile => {}
+                removed => removed.map_err(|e| failed("remove", e))?,
+            }
+            (session.rename(&part, path).await).map_err(|e| failed("rename", e))?;
             Ok(written)
         }
         .await;

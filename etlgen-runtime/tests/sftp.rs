@@ -187,6 +187,28 @@ impl russh_sftp::server::Handler for Fs {
         Ok(ok(id))
     }
 
+    async fn remove(&mut self, id: u32, filename: String) -> Result<Status, StatusCode> {
+        let mut files = self.files.lock().unwrap();
+        files.remove(&filename).ok_or(StatusCode::NoSuchFile)?;
+        Ok(ok(id))
+    }
+
+    /// As OpenSSH's SFTP v3 server: only to a name that is free.
+    async fn rename(
+        &mut self,
+        id: u32,
+        oldpath: String,
+        newpath: String,
+    ) -> Result<Status, StatusCode> {
+        let mut files = self.files.lock().unwrap();
+        if files.contains_key(&newpath) {
+            return Err(StatusCode::Failure);
+        }
+        let body = files.remove(&oldpath).ok_or(StatusCode::NoSuchFile)?;
+        files.insert(newpath, body);
+        Ok(ok(id))
+    }
+
     async fn opendir(&mut self, id: u32, path: String) -> Result<Handle, StatusCode> {
         self.listed = false;
         Ok(Handle { id, handle: path })
@@ -287,6 +309,60 @@ async fn lists_reads_and_writes_over_a_pinned_host_key() {
         "streamed back {} of {} bytes",
         read.len(),
         big.len()
+    );
+}
+
+/// A reader that gives `good` bytes, then fails, as an export's download cut off midway.
+struct CutOff {
+    good: usize,
+}
+
+impl tokio::io::AsyncRead for CutOff {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if self.good == 0 {
+            return std::task::Poll::Ready(Err(std::io::Error::other("connection reset")));
+        }
+        let n = self.good.min(buf.remaining()).min(8192);
+        buf.put_slice(&vec![b'x'; n]);
+        self.good -= n;
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+/// A stream that fails midway leaves the file the client picks up as it was (here, the
+/// last export), never truncated; the retry replaces it whole.
+#[tokio::test]
+async fn a_stream_cut_off_midway_leaves_no_partial_file_at_its_path() {
+    let (config, files) = start(&[("/outbox/responses.zip", "last week's export")]).await;
+    let client = SftpClient::new(config, r#"{"password":"pw"}"#).unwrap();
+    let err = client
+        .write_stream("/outbox/responses.zip", Box::pin(CutOff { good: 100_000 }))
+        .await
+        .unwrap_err();
+    assert!(err.is_retryable(), "{err}");
+    assert_eq!(
+        files.lock().unwrap()["/outbox/responses.zip"],
+        b"last week's export"
+    );
+
+    let written = client
+        .write_stream(
+            "/outbox/responses.zip",
+            Box::pin(std::io::Cursor::new(b"this week's export".to_vec())),
+        )
+        .await
+        .unwrap();
+    assert_eq!(written, 18);
+    let files = files.lock().unwrap();
+    assert_eq!(files["/outbox/responses.zip"], b"this week's export");
+    assert!(
+        !files.contains_key("/outbox/responses.zip.part"),
+        "{:?}",
+        files.keys()
     );
 }
 
