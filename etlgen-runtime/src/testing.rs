@@ -173,7 +173,10 @@ impl QualtricsApi for FakeQualtrics {
                 request_id: Some("fake-request".into()),
                 body: body.clone(),
             }),
-            Some(Reply::Status(status)) => Err(StepError::from_status(*status, "fake failure")),
+            Some(Reply::Status(status)) => Err(crate::qualtrics::client::status_error(
+                *status,
+                "fake failure".to_owned(),
+            )),
             None => Err(StepError::permanent("route without reply")),
         }
     }

@@ -5,6 +5,7 @@ use etlgen_runtime::kinds::{
     RecordBatch, RunManifest, contacts, distribution, exporter, notifier, responses, sources,
 };
 use etlgen_runtime::ports::RemoteFile;
+use etlgen_runtime::qualtrics::Method;
 use etlgen_runtime::testing::Harness;
 use etlgen_runtime::{Envelope, LogicalDate, RunId};
 use serde_json::json;
@@ -12,6 +13,7 @@ use serde_json::json;
 #[derive(Debug, Default)]
 struct Defaults;
 impl validator::Hooks for Defaults {}
+impl exporter::Hooks for Defaults {}
 
 const VALIDATOR: &str = r#"
 [pipeline]
@@ -409,4 +411,110 @@ async fn new_runs_carry_the_configured_record_schema() {
         Harness::<Validator<Defaults>>::new("validate", &format!("{VALIDATOR}record_schema = 2\n"));
     h.deliver_body("id\n1\n").await;
     assert_eq!(h.emitted::<RecordBatch>()[0].record_schema, 2);
+}
+
+const EXPORTER: &str = r#"
+[pipeline]
+name = "acme"
+data_bucket = "data"
+[qualtrics]
+datacenter = "fra1"
+secret_id = "s"
+[steps.export]
+next_step = "notify"
+next_queue_url = "https://sqs.test/notify"
+survey_id = "SV_1"
+poll_interval_ms = 1
+max_polls = 2
+"#;
+
+/// An export slower than a delivery's polls: the redelivery polls the export the first
+/// delivery started instead of starting another and waiting from the beginning again.
+#[tokio::test]
+async fn a_redelivered_export_polls_the_export_it_started() {
+    let h = Harness::<exporter::Exporter<Defaults>>::new("export", EXPORTER);
+    let progress = "surveys/SV_1/export-responses/ES_1";
+    h.qualtrics
+        .on(
+            Method::Post,
+            "surveys/SV_1/export-responses",
+            json!({"progressId": "ES_1"}),
+        )
+        .on(Method::Get, progress, json!({"status": "inProgress"}))
+        .on(Method::Get, progress, json!({"status": "inProgress"}))
+        .on(
+            Method::Get,
+            progress,
+            json!({"status": "complete", "fileId": "F_1"}),
+        )
+        .on_bytes(Method::Get, "surveys/SV_1/export-responses/F_1/file", "zip");
+    let input = h.envelope("distribute", json!({"distribution_id": "EMD_1"}));
+    let first = h.deliver(&input).await;
+    assert_eq!(
+        first.batch_item_failures.len(),
+        1,
+        "the polls ran out: retried"
+    );
+    let second = h.deliver(&input).await;
+    assert!(second.batch_item_failures.is_empty());
+    let started = h
+        .qualtrics
+        .requests_to(Method::Post, "surveys/*/export-responses");
+    assert_eq!(
+        started.len(),
+        1,
+        "one export, polled across both deliveries"
+    );
+    assert_eq!(h.qualtrics.requests_to(Method::Get, progress).len(), 3);
+    assert_eq!(h.emitted::<exporter::ExportWritten>()[0].payload.bytes, 3);
+}
+
+/// A recorded export that failed is replaced by a new one on the next delivery.
+#[tokio::test]
+async fn a_recorded_export_that_failed_is_started_again() {
+    let h = Harness::<exporter::Exporter<Defaults>>::new("export", EXPORTER);
+    h.qualtrics
+        .on(
+            Method::Post,
+            "surveys/SV_1/export-responses",
+            json!({"progressId": "ES_1"}),
+        )
+        .on(
+            Method::Post,
+            "surveys/SV_1/export-responses",
+            json!({"progressId": "ES_2"}),
+        )
+        .on(
+            Method::Get,
+            "surveys/SV_1/export-responses/ES_1",
+            json!({"status": "inProgress"}),
+        )
+        .on(
+            Method::Get,
+            "surveys/SV_1/export-responses/ES_1",
+            json!({"status": "inProgress"}),
+        )
+        .on(
+            Method::Get,
+            "surveys/SV_1/export-responses/ES_1",
+            json!({"status": "failed"}),
+        )
+        .on(
+            Method::Get,
+            "surveys/SV_1/export-responses/ES_2",
+            json!({"status": "complete", "fileId": "F_2"}),
+        )
+        .on_bytes(
+            Method::Get,
+            "surveys/SV_1/export-responses/F_2/file",
+            "zip2",
+        );
+    let input = h.envelope("distribute", json!({"distribution_id": "EMD_1"}));
+    assert_eq!(h.deliver(&input).await.batch_item_failures.len(), 1);
+    assert!(h.deliver(&input).await.batch_item_failures.is_empty());
+    let started = h
+        .qualtrics
+        .requests_to(Method::Post, "surveys/*/export-responses");
+    assert_eq!(started.len(), 2);
+    assert_eq!(h.emitted::<exporter::ExportWritten>()[0].payload.bytes, 4);
 }

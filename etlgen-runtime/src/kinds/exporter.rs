@@ -4,6 +4,12 @@
 //! polls until the file is ready, downloads it and writes it to the client's destination
 //! under a key derived from the run, so a redelivery overwrites the same object instead of
 //! adding another.
+//!
+//! The export it started is recorded under `runs/<date>/<run>/<step>/export-<key>.json`
+//! before it is polled, so a redelivery (the polls ran out on a large survey, the Lambda
+//! timed out) goes on polling that export instead of starting another and waiting from the
+//! beginning again, which a slow export would never outlast. A recorded export that is gone
+//! or failed is replaced by a new one.
 
 use std::time::Duration;
 
@@ -13,9 +19,10 @@ use serde_json::json;
 use crate::envelope::Envelope;
 use crate::error::StepError;
 use crate::kinds::distribution::qualtrics_time;
-use crate::kinds::{Output, emit_all, poll};
+use crate::kinds::{Output, emit_all, poll, read_state, write_state};
 use crate::qualtrics::{ApiRequest, endpoint};
 use crate::step::{InitContext, Step, StepContext};
+use crate::zones;
 
 /// The catalog id.
 pub const KIND: &str = "exporter";
@@ -178,6 +185,12 @@ struct Progress {
     file_id: Option<String>,
 }
 
+/// The export a delivery started (none once it failed).
+#[derive(Serialize, Deserialize)]
+struct Started {
+    progress_id: Option<String>,
+}
+
 /// The exporter step.
 #[derive(Debug, Clone)]
 pub struct Exporter<H> {
@@ -204,38 +217,24 @@ impl<H: Hooks + Default> Step for Exporter<H> {
         input: &Envelope<serde_json::Value>,
         cx: &StepContext,
     ) -> Result<(), StepError> {
-        let api = &cx.services().qualtrics;
-        let started: Progress = api
-            .send(self.hooks.build_request(input, &self.settings))
-            .await?
-            .result()?;
-        let progress_id = started
-            .progress_id
-            .ok_or_else(|| StepError::permanent("export started without a progressId"))?;
-        let base = format!("surveys/{}/export-responses", self.settings.survey_id);
-        let file_id = poll(
-            "response export",
-            Duration::from_millis(self.settings.poll_interval_ms),
-            self.settings.max_polls,
-            || async {
-                let progress: Progress = api
-                    .send(ApiRequest::get(
-                        endpoint::EXPORT_RESPONSES_PROGRESS,
-                        format!("{base}/{progress_id}"),
-                    ))
-                    .await?
-                    .result()?;
-                match progress.status.to_ascii_lowercase().as_str() {
-                    "failed" => Err(StepError::permanent(format!("export {progress_id} failed"))),
-                    "complete" => progress
-                        .file_id
-                        .map(Some)
-                        .ok_or_else(|| StepError::permanent("export complete without a fileId")),
-                    _ => Ok(None),
+        let state = zones::run_state(
+            input.logical_date,
+            &input.run_id,
+            &format!("{}/export-{}.json", cx.step_name(), input.idempotency_key),
+        );
+        let resumed = read_state::<Started>(cx, &state).await?;
+        let file_id = match resumed.and_then(|started| started.progress_id) {
+            Some(progress_id) => match self.file_id(&progress_id, cx).await {
+                Err(e) if !e.is_retryable() => {
+                    tracing::warn!(%progress_id, error = %e, "the export a delivery started is gone or failed: starting another");
+                    self.start(input, cx, &state).await?
                 }
+                polled => polled?,
             },
-        )
-        .await?;
+            None => self.start(input, cx, &state).await?,
+        };
+        let api = &cx.services().qualtrics;
+        let base = format!("surveys/{}/export-responses", self.settings.survey_id);
         // Streamed from Qualtrics to the destination: an export of any size fits.
         let file = api
             .download(ApiRequest::get(
@@ -257,6 +256,63 @@ impl<H: Hooks + Default> Step for Exporter<H> {
             self.hooks
                 .choose_output(ExportWritten { destination, bytes }),
             cx,
+        )
+        .await
+    }
+}
+
+impl<H: Hooks> Exporter<H> {
+    /// Starts an export, records it under `state` and waits for its file. One that fails
+    /// is recorded as none, so a replay starts afresh.
+    async fn start(
+        &self,
+        input: &Envelope<serde_json::Value>,
+        cx: &StepContext,
+        state: &str,
+    ) -> Result<String, StepError> {
+        let started: Progress = (cx.services().qualtrics)
+            .send(self.hooks.build_request(input, &self.settings))
+            .await?
+            .result()?;
+        let progress_id = started
+            .progress_id
+            .ok_or_else(|| StepError::permanent("export started without a progressId"))?;
+        let record = |progress_id| Started { progress_id };
+        write_state(cx, state, &record(Some(progress_id.clone()))).await?;
+        let polled = self.file_id(&progress_id, cx).await;
+        if polled.as_ref().is_err_and(|e| !e.is_retryable()) {
+            write_state(cx, state, &record(None)).await?;
+        }
+        polled
+    }
+}
+
+impl<H> Exporter<H> {
+    /// Polls export `progress_id` until its file is ready; its `fileId`.
+    async fn file_id(&self, progress_id: &str, cx: &StepContext) -> Result<String, StepError> {
+        let api = &cx.services().qualtrics;
+        let base = format!("surveys/{}/export-responses", self.settings.survey_id);
+        poll(
+            "response export",
+            Duration::from_millis(self.settings.poll_interval_ms),
+            self.settings.max_polls,
+            || async {
+                let progress: Progress = api
+                    .send(ApiRequest::get(
+                        endpoint::EXPORT_RESPONSES_PROGRESS,
+                        format!("{base}/{progress_id}"),
+                    ))
+                    .await?
+                    .result()?;
+                match progress.status.to_ascii_lowercase().as_str() {
+                    "failed" => Err(StepError::permanent(format!("export {progress_id} failed"))),
+                    "complete" => progress
+                        .file_id
+                        .map(Some)
+                        .ok_or_else(|| StepError::permanent("export complete without a fileId")),
+                    _ => Ok(None),
+                }
+            },
         )
         .await
     }

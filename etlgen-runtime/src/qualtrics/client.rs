@@ -194,7 +194,7 @@ impl Client {
         // Asking for a token changes nothing, so it may be asked again, unless the client's
         // own credentials were refused.
         if !(200..300).contains(&status) {
-            let error = refused(status, "OAuth token request failed".to_owned());
+            let error = status_error(status, "OAuth token request failed".to_owned());
             let refused = matches!(status, 401 | 403);
             return Err(if refused && !self.credentials.reread().await {
                 Failed::left_to_sqs(error)
@@ -339,7 +339,7 @@ impl Client {
                 .unwrap_or_else(|| String::from_utf8_lossy(&body).chars().take(200).collect()),
             request_id.as_deref().unwrap_or("unknown"),
         );
-        let mut error = refused(status, message);
+        let mut error = status_error(status, message);
         if let Some(wait) = retry_after {
             error = error.with_retry_after(wait);
         }
@@ -420,9 +420,9 @@ impl Failed {
     }
 }
 
-/// The error of a status outside 2xx; a 401 or 403 is retryable (see the module doc), with
-/// what to fix.
-fn refused(status: u16, message: String) -> StepError {
+/// The error of a Qualtrics answer with a status outside 2xx: [`StepError::from_status`],
+/// but a 401 or 403 is retryable (see the module doc), with what to fix.
+pub fn status_error(status: u16, message: String) -> StepError {
     match status {
         401 | 403 => StepError::retryable(format!(
             "HTTP {status}: {message} (the Qualtrics credentials were refused: check the secret \
