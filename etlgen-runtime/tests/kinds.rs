@@ -518,3 +518,68 @@ async fn a_recorded_export_that_failed_is_started_again() {
     assert_eq!(started.len(), 2);
     assert_eq!(h.emitted::<exporter::ExportWritten>()[0].payload.bytes, 4);
 }
+
+const CONTACTS: &str = r#"
+[pipeline]
+name = "acme"
+data_bucket = "data"
+[qualtrics]
+datacenter = "fra1"
+secret_id = "s"
+[steps.import]
+next_step = "distribute"
+next_queue_url = "https://sqs.test/distribute"
+directory_id = "POOL_1"
+poll_interval_ms = 1
+"#;
+
+/// A batch that fails permanently is rejected, and still counts toward the run's fan-in
+/// and is passed on: otherwise the distribution would wait for it forever.
+#[tokio::test]
+async fn a_rejected_contact_batch_still_counts_toward_the_fan_in() {
+    let h = Harness::<contacts::ContactImporter<Defaults>>::new("import", CONTACTS);
+    h.qualtrics.on(
+        Method::Post,
+        "directories/POOL_1/mailinglists",
+        json!({"id": "CG_1"}),
+    );
+    // No `id`: no extRef, so the batch cannot be imported.
+    let batch = RecordBatch {
+        records: vec![
+            record(json!({"email": "a@b.co"})),
+            record(json!({"email": "c@d.co"})),
+        ],
+    };
+    let input = h.envelope("batch-3", batch);
+    assert!(h.deliver(&input).await.batch_item_failures.is_empty());
+    let run = format!("runs/2024-05-01/{}", input.run_id);
+    assert_eq!(
+        h.objects.keys("data", &format!("{run}/batches/")),
+        [format!("{run}/batches/batch-3.json")]
+    );
+    let emitted = h.emitted::<contacts::ContactsImported>();
+    assert_eq!(emitted.len(), 1);
+    assert_eq!(
+        (
+            emitted[0].payload.mailing_list_id.as_str(),
+            emitted[0].payload.added,
+            emitted[0].payload.failed
+        ),
+        ("CG_1", 0, 2)
+    );
+    let reports = h.objects.keys("data", "reports/");
+    assert!(
+        reports.iter().any(|k| k.contains("/import/rejected/")),
+        "{reports:?}"
+    );
+    assert!(
+        h.qualtrics
+            .requests_to(
+                Method::Post,
+                "directories/*/mailinglists/*/transactioncontacts"
+            )
+            .is_empty()
+    );
+}
+
+impl contacts::Hooks for Defaults {}

@@ -5,6 +5,11 @@
 //! the batch with the bulk transaction-contacts import, which upserts on `extRef`, waits
 //! for the import to finish, and marks the batch done in the run state for the fan-in.
 //! The single-contact endpoint is never used: it creates duplicates in the directory.
+//!
+//! A batch that fails permanently (a record without its `extRef`, an import Qualtrics
+//! reports `failed`) is rejected, as the runner rejects any message, and still marked done
+//! with its contacts counted as failed, and passed on: otherwise the run's fan-in would wait
+//! for it forever, and the other batches' contacts would never get their distribution.
 
 use std::time::Duration;
 
@@ -419,14 +424,42 @@ impl<H: Hooks + Default> Step for ContactImporter<H> {
         input: &Envelope<RecordBatch>,
         cx: &StepContext,
     ) -> Result<(), StepError> {
+        let list = self.mailing_list(input, cx).await?;
+        match self.import(input, &list, cx).await {
+            Err(rejected) if !rejected.is_retryable() => {
+                tracing::warn!(error = %rejected, "batch rejected; it counts as done, all its contacts failed, so the run goes on");
+                let counted = ContactsImported {
+                    mailing_list_id: list,
+                    import_id: String::new(),
+                    added: 0,
+                    updated: 0,
+                    failed: input.payload.records.len() as u64,
+                };
+                self.mark_done(input, counted, cx).await?;
+                // The runner sends a step's outputs only when it succeeds.
+                cx.flush().await?;
+                Err(rejected)
+            }
+            imported => self.mark_done(input, imported?, cx).await,
+        }
+    }
+}
+
+impl<H: Hooks> ContactImporter<H> {
+    /// Imports the batch into `list` and waits for the import to finish.
+    async fn import(
+        &self,
+        input: &Envelope<RecordBatch>,
+        list: &str,
+        cx: &StepContext,
+    ) -> Result<ContactsImported, StepError> {
         let contacts = input
             .payload
             .records
             .iter()
             .map(|r| self.hooks.map(r, &self.settings))
             .collect::<Result<Vec<_>, _>>()?;
-        let list = self.mailing_list(input, cx).await?;
-        let request = self.hooks.build_request(&contacts, &list, &self.settings);
+        let request = self.hooks.build_request(&contacts, list, &self.settings);
         let status_path = format!("{}/", request.path);
         let started: IdResult = cx.services().qualtrics.send(request).await?.result()?;
         let status = poll(
@@ -452,7 +485,16 @@ impl<H: Hooks + Default> Step for ContactImporter<H> {
             },
         )
         .await?;
-        let imported = self.hooks.handle_response(status, &list)?;
+        self.hooks.handle_response(status, list)
+    }
+
+    /// Marks the batch done for the run's fan-in and passes `imported` on.
+    async fn mark_done(
+        &self,
+        input: &Envelope<RecordBatch>,
+        imported: ContactsImported,
+        cx: &StepContext,
+    ) -> Result<(), StepError> {
         let marker = format!(
             "{}{}.json",
             batch_marker_prefix(input.logical_date, &input.run_id),
