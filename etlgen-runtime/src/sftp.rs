@@ -231,20 +231,31 @@ impl Sftp for SftpClient {
     }
 
     /// Writes to `<path>.part` and moves it to `path` once it is whole, so a stream that
-    /// fails midway (the export's download, the connection, the Lambda's timeout) never
-    /// leaves a truncated file where the client picks files up; the retry writes it again.
-    /// SFTP v3 renames only to a free name, so an older `path` is removed just before.
+    /// fails midway (the export's download, the connection, the Lambda's timeout) leaves no
+    /// truncated file where the client picks files up; the `.part` is removed when the
+    /// connection still allows it, and the retry writes the file again. SFTP v3 renames only
+    /// to a free name, so an older `path` is removed just before the rename: a failure
+    /// between the two leaves no file at `path` until the retry, never a partial one.
     async fn write_stream(&self, path: &str, mut body: ObjectReader) -> Result<u64, StepError> {
         let result = async {
             let session = self.session().await?;
             let part = format!("{path}.part");
-            let flags = OpenFlags::CREATE | OpenFlags::TRUNCATE | OpenFlags::WRITE;
-            let mut file =
-                (session.open_with_flags(&part, flags).await).map_err(|e| failed("open", e))?;
-            let written = tokio::io::copy(&mut body, &mut file)
-                .await
-                .map_err(|e| failed("write", e))?;
-            file.shutdown().await.map_err(|e| failed("close", e))?;
+            let written: Result<u64, StepError> = async {
+                let flags = OpenFlags::CREATE | OpenFlags::TRUNCATE | OpenFlags::WRITE;
+                let mut file =
+                    (session.open_with_flags(&part, flags).await).map_err(|e| failed("open", e))?;
+                let written = tokio::io::copy(&mut body, &mut file)
+                    .await
+                    .map_err(|e| failed("write", e))?;
+                file.shutdown().await.map_err(|e| failed("close", e))?;
+                Ok(written)
+            }
+            .await;
+            if written.is_err() {
+                // Best effort: the write's error is the one to report.
+                let _ = session.remove_file(&part).await;
+            }
+            let written = written?;
             match session.remove_file(path).await {
                 Err(russh_sftp::client::error::Error::Status(status))
                     if status.status_code == StatusCode::NoSuchFile => {}

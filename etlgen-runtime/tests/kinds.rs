@@ -583,3 +583,54 @@ async fn a_rejected_contact_batch_still_counts_toward_the_fan_in() {
 }
 
 impl contacts::Hooks for Defaults {}
+
+/// A resumed export whose file is gone (Qualtrics expires export files) is replaced by a
+/// new export, not rejected.
+#[tokio::test]
+async fn a_resumed_export_whose_file_is_gone_is_started_again() {
+    let h = Harness::<exporter::Exporter<Defaults>>::new("export", EXPORTER);
+    let (first, second) = (
+        "surveys/SV_1/export-responses/ES_1",
+        "surveys/SV_1/export-responses/ES_2",
+    );
+    h.qualtrics
+        .on(
+            Method::Post,
+            "surveys/SV_1/export-responses",
+            json!({"progressId": "ES_1"}),
+        )
+        .on(
+            Method::Post,
+            "surveys/SV_1/export-responses",
+            json!({"progressId": "ES_2"}),
+        )
+        .on(Method::Get, first, json!({"status": "inProgress"}))
+        .on(Method::Get, first, json!({"status": "inProgress"}))
+        .on(
+            Method::Get,
+            first,
+            json!({"status": "complete", "fileId": "F_1"}),
+        )
+        .fail(Method::Get, "surveys/SV_1/export-responses/F_1/file", 404)
+        .on(
+            Method::Get,
+            second,
+            json!({"status": "complete", "fileId": "F_2"}),
+        )
+        .on_bytes(
+            Method::Get,
+            "surveys/SV_1/export-responses/F_2/file",
+            "zip2",
+        );
+    let input = h.envelope("distribute", json!({"distribution_id": "EMD_1"}));
+    assert_eq!(h.deliver(&input).await.batch_item_failures.len(), 1);
+    assert!(h.deliver(&input).await.batch_item_failures.is_empty());
+    assert_eq!(
+        h.qualtrics
+            .requests_to(Method::Post, "surveys/*/export-responses")
+            .len(),
+        2
+    );
+    assert!(h.objects.keys("data", "reports/").is_empty());
+    assert_eq!(h.emitted::<exporter::ExportWritten>()[0].payload.bytes, 4);
+}

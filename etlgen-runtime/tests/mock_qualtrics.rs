@@ -806,9 +806,9 @@ async fn a_429_on_every_call_is_retried_then_fails_without_any_effect() {
     assert_eq!(stats.faults_of(FaultKind::TooManyRequests), 6);
 }
 
-/// Sends 50 distributions (retrying 500s) to a fresh mock; returns their subjects as
-/// recorded and the 500s injected. Each carries a key, as the client sends again after a
-/// 5xx only a request that Qualtrics would replay (the mock's 500s come before the effect).
+/// Sends 50 distributions to a fresh mock, each again after a 500 as SQS would redeliver
+/// it (the client itself does not resend a create after a 5xx; the mock's 500s come before
+/// the effect); returns their subjects as recorded and the 500s injected.
 async fn fifty_distributions(seed: u64) -> (Vec<String>, u64, u64) {
     let mock = start(MockConfig {
         faults: Faults {
@@ -819,18 +819,20 @@ async fn fifty_distributions(seed: u64) -> (Vec<String>, u64, u64) {
         ..MockConfig::default()
     })
     .await;
-    let api = client(&mock, "max_retries=20", TOKEN);
+    let api = client(&mock, "", TOKEN);
     let mut settings = distribution_settings();
     for i in 0..50 {
         settings.subject = format!("subject {i}");
         let at = distribution::send_time(LogicalDate::from_ymd(2024, 5, 1).unwrap(), &settings);
-        let response: ApiResponse = api
-            .send(
-                distribution::build_request("CG_1", at, &settings)
-                    .idempotency_key(format!("distribution-{i}")),
-            )
-            .await
-            .unwrap();
+        let request = distribution::build_request("CG_1", at, &settings);
+        let mut sends = 0;
+        let response: ApiResponse = loop {
+            sends += 1;
+            match api.send(request.clone()).await {
+                Err(e) if e.is_retryable() && sends < 20 => continue,
+                sent => break sent.unwrap(),
+            }
+        };
         assert!(response.result::<Id>().unwrap().id.starts_with("EMD_"));
     }
     let subjects = mock

@@ -37,9 +37,17 @@ fn distribution() -> ApiRequest {
     )
 }
 
-/// A `POST` that may be sent again: Qualtrics replays a key it has seen.
+/// Where [`keyed`] goes.
+const IMPORT: &str = "/API/v3/surveys/SV_1/import-responses";
+
+/// A `POST` that may be sent again: Qualtrics replays a response import's key it has seen.
 fn keyed() -> ApiRequest {
-    distribution().idempotency_key("run-1/distribute")
+    ApiRequest::post_json(
+        endpoint::IMPORT_RESPONSES,
+        "surveys/SV_1/import-responses",
+        json!({"responses": []}),
+    )
+    .idempotency_key("run-1/import")
 }
 
 #[tokio::test]
@@ -98,7 +106,7 @@ async fn a_429_is_retried_after_the_servers_retry_after() {
 async fn server_errors_are_retried_a_bounded_number_of_times() {
     let server = MockServer::start().await;
     Mock::given(method("POST"))
-        .and(path("/API/v3/distributions"))
+        .and(path(IMPORT))
         .respond_with(error(500, "INTERNAL"))
         .expect(3)
         .mount(&server)
@@ -119,7 +127,7 @@ async fn server_errors_are_retried_a_bounded_number_of_times() {
 async fn timeouts_are_retried_and_bounded() {
     let server = MockServer::start().await;
     Mock::given(method("POST"))
-        .and(path("/API/v3/distributions"))
+        .and(path(IMPORT))
         .respond_with(ok(json!({"id": "late"})).set_delay(Duration::from_millis(500)))
         .expect(2)
         .mount(&server)
@@ -173,12 +181,48 @@ async fn a_post_without_a_key_is_sent_again_when_it_never_left() {
     );
     let config = Config::from_toml("test", &toml).unwrap();
     let client = Client::new(config.qualtrics.as_ref().unwrap(), "tok").unwrap();
-    let started = Instant::now();
-    let err = client.send(distribution()).await.unwrap_err();
+    let logs = Logs::default();
+    let err = {
+        let _logging = tracing::subscriber::set_default(logs.subscriber());
+        client.send(distribution()).await.unwrap_err()
+    };
     assert!(err.is_retryable(), "{err}");
-    // Two retries, each after a full-jitter delay of at most 50 ms: retried, and bounded.
-    assert!(started.elapsed() < Duration::from_secs(5));
     assert!(err.to_string().contains("transport error"), "{err}");
+    assert_eq!(
+        logs.count("qualtrics call will be retried"),
+        2,
+        "max_retries=2"
+    );
+}
+
+/// The log lines written while a subscriber from [`Logs::subscriber`] is the default.
+#[derive(Clone, Default)]
+struct Logs(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logs {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Logs {
+    fn subscriber(&self) -> impl tracing::Subscriber + Send + Sync + use<> {
+        let logs = self.clone();
+        tracing_subscriber::fmt()
+            .with_writer(move || logs.clone())
+            .finish()
+    }
+
+    fn count(&self, message: &str) -> usize {
+        String::from_utf8_lossy(&self.0.lock().unwrap())
+            .matches(message)
+            .count()
+    }
 }
 
 /// A refused API token is a deployment mistake: retryable, so the message reaches the
@@ -189,7 +233,7 @@ async fn refused_credentials_go_back_to_sqs_unretried_and_say_what_to_fix() {
     for status in [401, 403] {
         let server = MockServer::start().await;
         Mock::given(method("POST"))
-            .and(path("/API/v3/distributions"))
+            .and(path(IMPORT))
             .respond_with(error(status, "AUTHENTICATION_FAILED"))
             .expect(1)
             .mount(&server)
@@ -508,7 +552,7 @@ async fn an_unchanged_secret_is_not_sent_again_and_read_at_most_once_a_minute() 
     );
     let server = MockServer::start().await;
     Mock::given(method("POST"))
-        .and(path("/API/v3/distributions"))
+        .and(path(IMPORT))
         .respond_with(error(403, "FORBIDDEN"))
         .expect(2)
         .mount(&server)

@@ -348,6 +348,12 @@ async fn a_stream_cut_off_midway_leaves_no_partial_file_at_its_path() {
         files.lock().unwrap()["/outbox/responses.zip"],
         b"last week's export"
     );
+    assert!(
+        !files
+            .lock()
+            .unwrap()
+            .contains_key("/outbox/responses.zip.part")
+    );
 
     let written = client
         .write_stream(

@@ -9,7 +9,7 @@
 //! before it is polled, so a redelivery (the polls ran out on a large survey, the Lambda
 //! timed out) goes on polling that export instead of starting another and waiting from the
 //! beginning again, which a slow export would never outlast. A recorded export that is gone
-//! or failed is replaced by a new one.
+//! or failed, or whose file is, is replaced by a new one.
 
 use std::time::Duration;
 
@@ -20,6 +20,7 @@ use crate::envelope::Envelope;
 use crate::error::StepError;
 use crate::kinds::distribution::qualtrics_time;
 use crate::kinds::{Output, emit_all, poll, read_state, write_state};
+use crate::ports::ObjectReader;
 use crate::qualtrics::{ApiRequest, endpoint};
 use crate::step::{InitContext, Step, StepContext};
 use crate::zones;
@@ -223,25 +224,16 @@ impl<H: Hooks + Default> Step for Exporter<H> {
             &format!("{}/export-{}.json", cx.step_name(), input.idempotency_key),
         );
         let resumed = read_state::<Started>(cx, &state).await?;
-        let file_id = match resumed.and_then(|started| started.progress_id) {
-            Some(progress_id) => match self.file_id(&progress_id, cx).await {
+        let file = match resumed.and_then(|started| started.progress_id) {
+            Some(progress_id) => match self.file(&progress_id, cx).await {
                 Err(e) if !e.is_retryable() => {
-                    tracing::warn!(%progress_id, error = %e, "the export a delivery started is gone or failed: starting another");
+                    tracing::warn!(%progress_id, error = %e, "the export a delivery started, or its file, is gone or failed: starting another");
                     self.start(input, cx, &state).await?
                 }
-                polled => polled?,
+                fetched => fetched?,
             },
             None => self.start(input, cx, &state).await?,
         };
-        let api = &cx.services().qualtrics;
-        let base = format!("surveys/{}/export-responses", self.settings.survey_id);
-        // Streamed from Qualtrics to the destination: an export of any size fits.
-        let file = api
-            .download(ApiRequest::get(
-                endpoint::EXPORT_RESPONSES_FILE,
-                format!("{base}/{file_id}/file"),
-            ))
-            .await?;
         let destination = self
             .hooks
             .destination(input, &self.settings, cx.data_bucket());
@@ -262,14 +254,14 @@ impl<H: Hooks + Default> Step for Exporter<H> {
 }
 
 impl<H: Hooks> Exporter<H> {
-    /// Starts an export, records it under `state` and waits for its file. One that fails
-    /// is recorded as none, so a replay starts afresh.
+    /// Starts an export, records it under `state` and opens its file once it is ready. One
+    /// that fails is recorded as none, so a replay starts afresh.
     async fn start(
         &self,
         input: &Envelope<serde_json::Value>,
         cx: &StepContext,
         state: &str,
-    ) -> Result<String, StepError> {
+    ) -> Result<ObjectReader, StepError> {
         let started: Progress = (cx.services().qualtrics)
             .send(self.hooks.build_request(input, &self.settings))
             .await?
@@ -279,15 +271,28 @@ impl<H: Hooks> Exporter<H> {
             .ok_or_else(|| StepError::permanent("export started without a progressId"))?;
         let record = |progress_id| Started { progress_id };
         write_state(cx, state, &record(Some(progress_id.clone()))).await?;
-        let polled = self.file_id(&progress_id, cx).await;
-        if polled.as_ref().is_err_and(|e| !e.is_retryable()) {
+        let fetched = self.file(&progress_id, cx).await;
+        if fetched.as_ref().is_err_and(|e| !e.is_retryable()) {
             write_state(cx, state, &record(None)).await?;
         }
-        polled
+        fetched
     }
 }
 
 impl<H> Exporter<H> {
+    /// Waits for export `progress_id` and opens its file, streamed from Qualtrics to the
+    /// destination, so an export of any size fits.
+    async fn file(&self, progress_id: &str, cx: &StepContext) -> Result<ObjectReader, StepError> {
+        let file_id = self.file_id(progress_id, cx).await?;
+        let base = format!("surveys/{}/export-responses", self.settings.survey_id);
+        (cx.services().qualtrics)
+            .download(ApiRequest::get(
+                endpoint::EXPORT_RESPONSES_FILE,
+                format!("{base}/{file_id}/file"),
+            ))
+            .await
+    }
+
     /// Polls export `progress_id` until its file is ready; its `fileId`.
     async fn file_id(&self, progress_id: &str, cx: &StepContext) -> Result<String, StepError> {
         let api = &cx.services().qualtrics;

@@ -10,7 +10,8 @@
 //!   jitter (backon), bounded by `max_retries`. A `Retry-After` longer than the computed delay
 //!   wins; one longer than `backoff_max_ms` ends the retries, so the message goes back to SQS
 //!   instead of holding the Lambda. A request that is not [`ApiRequest::replayable`] (a
-//!   `POST` without an `Idempotency-Key`) is sent again here only when it was refused
+//!   `POST` other than a response import with its `Idempotency-Key`) is sent again here
+//!   only when it was refused
 //!   unapplied (a 429, a connection that never opened): after a timeout or a 5xx it may have
 //!   taken effect, and sending it again would create a second list or distribution, so its
 //!   error goes back to SQS, whose redelivery looks first for what the attempt left.
@@ -159,14 +160,14 @@ impl Client {
             .trim_end_matches("/API/v3")
     }
 
-    async fn bearer(&self) -> Result<Option<String>, Failed> {
-        let auth = self.credentials.current();
+    /// The OAuth access token of `auth`, fetched if none is cached; `None` with a token.
+    async fn bearer(&self, auth: &Arc<Auth>) -> Result<Option<String>, Failed> {
         let Auth::OAuth {
             client_id,
             client_secret,
             scope,
             cached,
-        } = &*auth
+        } = &**auth
         else {
             return Ok(None);
         };
@@ -196,7 +197,7 @@ impl Client {
         if !(200..300).contains(&status) {
             let error = status_error(status, "OAuth token request failed".to_owned());
             let refused = matches!(status, 401 | 403);
-            return Err(if refused && !self.credentials.reread().await {
+            return Err(if refused && !self.new_secret(auth).await {
                 Failed::left_to_sqs(error)
             } else {
                 Failed::unapplied(error)
@@ -212,15 +213,24 @@ impl Client {
         Ok(Some(token.access_token))
     }
 
-    async fn forget_token(&self) {
-        let auth = self.credentials.current();
-        if let Auth::OAuth { cached, .. } = &*auth {
+    async fn forget_token(&self, auth: &Auth) {
+        if let Auth::OAuth { cached, .. } = auth {
             *cached.lock().await = None;
         }
     }
 
-    /// Sends one attempt of `request`; the answer, whatever its status.
-    async fn respond(&self, request: &ApiRequest) -> Result<reqwest::Response, Failed> {
+    /// After `auth` was refused: whether other credentials are in use now, swapped in by
+    /// another request's refusal or read again here (see `auth`).
+    async fn new_secret(&self, auth: &Arc<Auth>) -> bool {
+        !Arc::ptr_eq(auth, &self.credentials.current()) || self.credentials.reread().await
+    }
+
+    /// Sends one attempt of `request` with `auth`; the answer, whatever its status.
+    async fn respond(
+        &self,
+        request: &ApiRequest,
+        auth: &Arc<Auth>,
+    ) -> Result<reqwest::Response, Failed> {
         self.limiter(request.endpoint).until_ready().await;
         let url = format!("{}{}", self.base_url, request.path.trim_start_matches('/'));
         let method = match request.method {
@@ -234,9 +244,8 @@ impl Client {
             .request(method, &url)
             .timeout(self.timeout)
             .query(&request.query);
-        let bearer = self.bearer().await?;
-        let auth = self.credentials.current();
-        builder = match (&*auth, bearer) {
+        let bearer = self.bearer(auth).await?;
+        builder = match (&**auth, bearer) {
             (_, Some(bearer)) => builder.bearer_auth(bearer),
             (Auth::Token(token), None) => builder.header("X-API-TOKEN", token),
             (Auth::OAuth { .. }, None) => builder,
@@ -263,10 +272,11 @@ impl Client {
     }
 
     async fn attempt(&self, request: &ApiRequest) -> Result<ApiResponse, Failed> {
-        let response = self.respond(request).await?;
+        let auth = self.credentials.current();
+        let response = self.respond(request, &auth).await?;
         let status = response.status().as_u16();
         if !(200..300).contains(&status) {
-            return Err(self.failure(request, response).await);
+            return Err(self.failure(request, response, &auth).await);
         }
         let body = (response.bytes().await)
             .map_err(|e| Failed::after_sending(request, transport_error(e)))?;
@@ -281,18 +291,25 @@ impl Client {
 
     /// One attempt of a download: a successful answer whose body is still to be read.
     async fn attempt_download(&self, request: &ApiRequest) -> Result<reqwest::Response, Failed> {
-        let response = self.respond(request).await?;
+        let auth = self.credentials.current();
+        let response = self.respond(request, &auth).await?;
         let status = response.status().as_u16();
         if !(200..300).contains(&status) {
-            return Err(self.failure(request, response).await);
+            return Err(self.failure(request, response, &auth).await);
         }
         // A file carries no `meta`, so no requestId to log.
         log_call(request, status, None);
         Ok(response)
     }
 
-    /// The error for an answer outside 2xx, from its Qualtrics error envelope.
-    async fn failure(&self, request: &ApiRequest, response: reqwest::Response) -> Failed {
+    /// The error for an answer outside 2xx to a request sent with `auth`, from its
+    /// Qualtrics error envelope.
+    async fn failure(
+        &self,
+        request: &ApiRequest,
+        response: reqwest::Response,
+        auth: &Arc<Auth>,
+    ) -> Failed {
         let status = response.status().as_u16();
         if response.status().is_redirection() {
             let location = response.headers().get(reqwest::header::LOCATION);
@@ -324,10 +341,9 @@ impl Client {
         // credentials stay refused until their secret is fixed, so it is read again.
         let new_token = status == 401 && self.credentials.is_oauth();
         if new_token {
-            self.forget_token().await;
+            self.forget_token(auth).await;
         }
-        let new_secret =
-            matches!(status, 401 | 403) && !new_token && self.credentials.reread().await;
+        let new_secret = matches!(status, 401 | 403) && !new_token && self.new_secret(auth).await;
         let detail = meta.error.unwrap_or_default();
         let message = format!(
             "{} {}: {} {} (requestId {})",

@@ -162,16 +162,19 @@ impl ApiRequest {
     /// Whether sending the request again cannot repeat its effect, so the client may retry
     /// it after an answer that came after the effect (a timeout, a 5xx, a dropped
     /// connection): `GET`, `PUT` and `DELETE` are idempotent by HTTP's definition, and
-    /// Qualtrics answers a `POST` carrying an `Idempotency-Key` it has seen with the first
-    /// answer instead of applying it again.
+    /// Qualtrics answers a response import (`IMPORT_RESPONSES`) carrying an
+    /// `Idempotency-Key` it has seen with the first answer instead of importing again. It
+    /// documents the key for that endpoint only, so a key on any other `POST` (a hook may
+    /// add one) does not make it replayable.
     ///
     /// Any other `POST` (creating a mailing list or a distribution) is sent again by the
     /// client only when it was refused unapplied: a 429, or a connection that never opened.
     /// Otherwise its retryable error goes back to SQS, and the redelivery's step looks for
     /// what the first attempt left before creating it again (see `kinds::claim`).
     pub fn replayable(&self) -> bool {
-        self.method != Method::Post
-            || (self.headers.iter()).any(|(name, _)| name.eq_ignore_ascii_case("idempotency-key"))
+        let keyed =
+            (self.headers.iter()).any(|(name, _)| name.eq_ignore_ascii_case("idempotency-key"));
+        self.method != Method::Post || (self.endpoint == endpoint::IMPORT_RESPONSES && keyed)
     }
 
     /// Adds `Idempotency-Key: key`, unless the request already carries one (a client hook
@@ -267,6 +270,18 @@ impl ApiResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn only_reads_and_keyed_response_imports_are_replayable() {
+        let import = || ApiRequest::post_json(endpoint::IMPORT_RESPONSES, "p", json!({}));
+        assert!(ApiRequest::get(endpoint::DEFAULT, "p").replayable());
+        assert!(import().idempotency_key("k").replayable());
+        assert!(!import().replayable());
+        // Qualtrics documents the key for response imports only.
+        let create = ApiRequest::post_json(endpoint::CREATE_DISTRIBUTION, "p", json!({}));
+        assert!(!create.idempotency_key("k").replayable());
+    }
 
     #[test]
     fn an_idempotency_key_is_added_once_and_a_hooks_own_key_wins() {
