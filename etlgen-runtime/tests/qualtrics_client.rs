@@ -609,3 +609,30 @@ async fn rotated_oauth_credentials_are_read_again_when_the_token_endpoint_refuse
     client.send(distribution()).await.unwrap();
     assert_eq!(store.reads.load(std::sync::atomic::Ordering::SeqCst), 1);
 }
+
+/// Two requests refused with the same old token: one reads the secret, and the other,
+/// waiting for that read, is sent again with its result instead of going back to SQS.
+#[tokio::test]
+async fn requests_refused_together_share_one_read_of_the_secret() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/API/v3/distributions"))
+        .and(header("X-API-TOKEN", "old"))
+        .respond_with(error(401, "AUTHENTICATION_FAILED").set_delay(Duration::from_millis(200)))
+        .expect(2)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/API/v3/distributions"))
+        .and(header("X-API-TOKEN", "new"))
+        .respond_with(ok(json!({"id": "EMD_1"})))
+        .expect(2)
+        .mount(&server)
+        .await;
+    let store = rotated(r#"{"api_token":"new"}"#);
+    let client = client(&server, "", "old").rereading(store.clone(), "client-x/dev/qualtrics");
+    let (a, b) = tokio::join!(client.send(distribution()), client.send(distribution()));
+    a.unwrap();
+    b.unwrap();
+    assert_eq!(store.reads.load(std::sync::atomic::Ordering::SeqCst), 1);
+}

@@ -127,14 +127,19 @@ impl Credentials {
         self.method == AuthMethod::OAuth
     }
 
-    /// After Qualtrics refused the credentials: reads the secret again, at most once per
-    /// [`REREAD_EVERY`], and puts what it holds in use if it differs. True if it did, so the
-    /// refused request may be sent again.
-    pub(super) async fn reread(&self) -> bool {
+    /// After Qualtrics refused `refused`: true if other credentials are in use now, so the
+    /// refused request may be sent again. Another refusal may have put them in use already;
+    /// otherwise the secret is read again, at most once per [`REREAD_EVERY`], and put in
+    /// use if it differs.
+    pub(super) async fn reread(&self, refused: &Arc<Auth>) -> bool {
         let Some((store, id)) = &self.source else {
             return false;
         };
         let mut last_read = self.last_read.lock().await;
+        // Checked under the lock, so a refusal that waited for another's read sees its result.
+        if !Arc::ptr_eq(refused, &self.current()) {
+            return true;
+        }
         if last_read.is_some_and(|at| at.elapsed() < REREAD_EVERY) {
             return false;
         }

@@ -222,7 +222,7 @@ impl Client {
     /// After `auth` was refused: whether other credentials are in use now, swapped in by
     /// another request's refusal or read again here (see `auth`).
     async fn new_secret(&self, auth: &Arc<Auth>) -> bool {
-        !Arc::ptr_eq(auth, &self.credentials.current()) || self.credentials.reread().await
+        self.credentials.reread(auth).await
     }
 
     /// Sends one attempt of `request` with `auth`; the answer, whatever its status.
