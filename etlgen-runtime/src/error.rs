@@ -32,6 +32,7 @@ pub struct StepError {
     class: ErrorClass,
     message: String,
     retry_after: Option<Duration>,
+    status: Option<u16>,
     #[source]
     source: Option<crate::Error>,
 }
@@ -55,11 +56,12 @@ impl StepError {
     /// Classifies an HTTP status: 408, 429 and 5xx are retryable, anything else permanent.
     pub fn from_status(status: u16, message: impl Into<String>) -> Self {
         let message = format!("HTTP {status}: {}", message.into());
-        if is_retryable_status(status) {
+        let error = if is_retryable_status(status) {
             Self::retryable(message)
         } else {
             Self::permanent(message)
-        }
+        };
+        error.with_status(status)
     }
 
     fn new(class: ErrorClass, message: impl Into<String>) -> Self {
@@ -67,6 +69,7 @@ impl StepError {
             class,
             message: message.into(),
             retry_after: None,
+            status: None,
             source: None,
         }
     }
@@ -81,6 +84,18 @@ impl StepError {
     pub fn with_retry_after(mut self, wait: Duration) -> Self {
         self.retry_after = Some(wait);
         self
+    }
+
+    /// Records the HTTP status of the answer the error comes from.
+    pub fn with_status(mut self, status: u16) -> Self {
+        self.status = Some(status);
+        self
+    }
+
+    /// The HTTP status of the answer the error comes from: `None` when no answer came (a
+    /// timeout, a dropped connection), so the request may still be running on the server.
+    pub fn status(&self) -> Option<u16> {
+        self.status
     }
 
     /// The classification.

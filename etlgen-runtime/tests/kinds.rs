@@ -634,3 +634,68 @@ async fn a_resumed_export_whose_file_is_gone_is_started_again() {
     assert!(h.objects.keys("data", "reports/").is_empty());
     assert_eq!(h.emitted::<exporter::ExportWritten>()[0].payload.bytes, 4);
 }
+
+/// A claim whose work failed on an answer (a 5xx) is given back, so the redelivery takes
+/// over at once; after a timeout, the request may still land, so the lease holds.
+#[tokio::test]
+async fn an_answered_failure_releases_the_claim_and_a_timeout_keeps_it() {
+    use etlgen_runtime::StepError;
+    use etlgen_runtime::kinds::{Claim, claim, release};
+    let objects = std::sync::Arc::new(etlgen_runtime::testing::MemoryObjectStore::default());
+    let cx = claim_context(300, "m1", objects.clone());
+    assert_eq!(claim(&cx, "runs/x/claim", 1).await.unwrap(), Claim::Won);
+    release(&cx, "runs/x/claim", 1, &StepError::timeout("no answer"))
+        .await
+        .unwrap();
+    assert_eq!(
+        claim(&cx, "runs/x/claim", 2).await.unwrap(),
+        Claim::HeldByOther
+    );
+    let refused = StepError::from_status(500, "server error");
+    assert_eq!(refused.status(), Some(500));
+    release(&cx, "runs/x/claim", 1, &refused).await.unwrap();
+    assert_eq!(claim(&cx, "runs/x/claim", 2).await.unwrap(), Claim::Resumed);
+}
+
+/// A 500 on creating the run's mailing list gives its claim back, and the redelivery
+/// creates one list.
+#[tokio::test]
+async fn a_500_creating_the_list_releases_its_claim() {
+    let h = Harness::<contacts::ContactImporter<Defaults>>::new("import", CONTACTS);
+    h.qualtrics
+        .fail(Method::Post, "directories/POOL_1/mailinglists", 500)
+        .on(
+            Method::Post,
+            "directories/POOL_1/mailinglists",
+            json!({"id": "CG_1"}),
+        )
+        .on(
+            Method::Post,
+            "directories/POOL_1/mailinglists/CG_1/transactioncontacts",
+            json!({"id": "CT_1"}),
+        )
+        .on(
+            Method::Get,
+            "directories/POOL_1/mailinglists/CG_1/transactioncontacts/CT_1",
+            json!({"percentComplete": 100.0, "status": "completed"}),
+        );
+    let input = h.envelope(
+        "batch-1",
+        RecordBatch {
+            records: vec![record(json!({"id": 1, "email": "a@b.co"}))],
+        },
+    );
+    assert_eq!(h.deliver(&input).await.batch_item_failures.len(), 1);
+    let claim_key = format!("runs/2024-05-01/{}/mailing-list.claim", input.run_id);
+    let claim: serde_json::Value =
+        serde_json::from_str(&h.objects.text("data", &claim_key).unwrap()).unwrap();
+    assert_eq!(claim["claimed_at_ms"], 0, "{claim}");
+    assert!(h.deliver(&input).await.batch_item_failures.is_empty());
+    assert_eq!(
+        h.qualtrics
+            .requests_to(Method::Post, "directories/*/mailinglists")
+            .len(),
+        2,
+        "the refused create and the one that made the list"
+    );
+}

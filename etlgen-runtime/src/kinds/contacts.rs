@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 
 use crate::envelope::Envelope;
 use crate::error::StepError;
-use crate::kinds::{Claim, claim};
+use crate::kinds::{Claim, claim, release};
 use crate::kinds::{
     Output, Record, RecordBatch, batch_marker_prefix, emit_all, poll, read_state, write_state,
 };
@@ -337,7 +337,7 @@ impl<H: Hooks> ContactImporter<H> {
             body["ownerId"] = json!(owner);
         }
         let path = format!("directories/{}/mailinglists", self.settings.directory_id);
-        let response = cx
+        let created = cx
             .services()
             .qualtrics
             .send(ApiRequest::post_json(
@@ -345,7 +345,14 @@ impl<H: Hooks> ContactImporter<H> {
                 path,
                 body,
             ))
-            .await?;
+            .await;
+        let response = match created {
+            Err(e) => {
+                release(cx, &claim_key, input.attempt, &e).await?;
+                return Err(e);
+            }
+            Ok(response) => response,
+        };
         let id: IdResult = response.result()?;
         write_state(
             cx,

@@ -14,7 +14,7 @@ use serde_json::json;
 use crate::envelope::{Envelope, LogicalDate};
 use crate::error::StepError;
 use crate::kinds::contacts::ContactsImported;
-use crate::kinds::{Claim, claim};
+use crate::kinds::{Claim, claim, release};
 use crate::kinds::{
     Output, RecordBatch, RunManifest, batch_marker_prefix, emit_all, manifest_key, read_state,
     write_state,
@@ -388,7 +388,13 @@ impl<H: Hooks + Default> Step for DistributionScheduler<H> {
             return emit_all(input, self.hooks.choose_output(found), cx).await;
         }
         let request = self.hooks.build_request(&list, send_at, &self.settings);
-        let response = cx.services().qualtrics.send(request).await?;
+        let response = match cx.services().qualtrics.send(request).await {
+            Err(e) => {
+                release(cx, &claim_key, input.attempt, &e).await?;
+                return Err(e);
+            }
+            Ok(response) => response,
+        };
         let scheduled = self.hooks.handle_response(&response, &list, send_at)?;
         write_state(cx, &result_key, &scheduled).await?;
         emit_all(input, self.hooks.choose_output(scheduled), cx).await

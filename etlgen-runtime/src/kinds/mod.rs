@@ -177,6 +177,36 @@ pub async fn claim(cx: &StepContext, key: &str, attempt: u32) -> Result<Claim, S
     Ok(Claim::HeldByOther)
 }
 
+/// Gives back this delivery's claim `key` after its work failed on an answer (`error` has
+/// a status: a 5xx, a 429), so the redelivery takes the work over at once, as
+/// [`Claim::Resumed`], looking first for what the attempt left, instead of waiting out the
+/// lease. The server has finished with an answered request, so nothing of it is still in
+/// flight. After a timeout or a dropped connection the claim is kept for its lease: the
+/// request may still be running on the server, and a takeover could create a second list
+/// or distribution before it lands.
+///
+/// Without it, a 500 on creating a distribution held the run's claim for the whole lease
+/// (`runtime.claim_lease_seconds`), and each redelivery in between was refused.
+pub async fn release(
+    cx: &StepContext,
+    key: &str,
+    attempt: u32,
+    error: &StepError,
+) -> Result<(), StepError> {
+    if !error.is_retryable() || error.status().is_none() {
+        return Ok(());
+    }
+    let record = ClaimRecord {
+        owner: format!("{}#{attempt}", cx.message_id()),
+        claimed_at_ms: 0,
+    };
+    let body = serde_json::to_vec(&record)?;
+    tracing::info!(claim = key, %error, "releasing the claim after an answered failure");
+    (cx.services().objects)
+        .put(cx.data_bucket(), key, body.into())
+        .await
+}
+
 /// Polls until `done` says the job finished, at most `max_polls` times, `interval` apart.
 /// Running out of polls is retryable: the job is still running on the server.
 pub async fn poll<T, F, Fut>(

@@ -444,7 +444,8 @@ pub fn status_error(status: u16, message: String) -> StepError {
             "HTTP {status}: {message} (the Qualtrics credentials were refused: check the secret \
              named by [qualtrics] secret_id and the token's permissions, then redrive the \
              dead-letter queue)"
-        )),
+        ))
+        .with_status(status),
         _ => StepError::from_status(status, message),
     }
 }
