@@ -428,26 +428,29 @@ poll_interval_ms = 1
 max_polls = 2
 "#;
 
-/// An export slower than a delivery's polls: the redelivery polls the export the first
-/// delivery started instead of starting another and waiting from the beginning again.
-#[tokio::test]
-async fn a_redelivered_export_polls_the_export_it_started() {
+/// Where the exporter under test starts its exports.
+const EXPORTS: &str = "surveys/SV_1/export-responses";
+
+/// An exporter whose Qualtrics starts the exports `started`, in turn, and answers the
+/// progress of each export in `progress` with its answers, in turn.
+fn exporter_answering(
+    started: &[&str],
+    progress: &[(&str, serde_json::Value)],
+) -> Harness<exporter::Exporter<Defaults>> {
     let h = Harness::<exporter::Exporter<Defaults>>::new("export", EXPORTER);
-    let progress = "surveys/SV_1/export-responses/ES_1";
-    h.qualtrics
-        .on(
-            Method::Post,
-            "surveys/SV_1/export-responses",
-            json!({"progressId": "ES_1"}),
-        )
-        .on(Method::Get, progress, json!({"status": "inProgress"}))
-        .on(Method::Get, progress, json!({"status": "inProgress"}))
-        .on(
-            Method::Get,
-            progress,
-            json!({"status": "complete", "fileId": "F_1"}),
-        )
-        .on_bytes(Method::Get, "surveys/SV_1/export-responses/F_1/file", "zip");
+    for id in started {
+        h.qualtrics
+            .on(Method::Post, EXPORTS, json!({"progressId": id}));
+    }
+    for (id, answer) in progress {
+        h.qualtrics
+            .on(Method::Get, &format!("{EXPORTS}/{id}"), answer.clone());
+    }
+    h
+}
+
+/// Delivers the same message twice; the number of exports started.
+async fn export_twice(h: &Harness<exporter::Exporter<Defaults>>) -> usize {
     let input = h.envelope("distribute", json!({"distribution_id": "EMD_1"}));
     let first = h.deliver(&input).await;
     assert_eq!(
@@ -455,67 +458,54 @@ async fn a_redelivered_export_polls_the_export_it_started() {
         1,
         "the polls ran out: retried"
     );
-    let second = h.deliver(&input).await;
-    assert!(second.batch_item_failures.is_empty());
-    let started = h
-        .qualtrics
-        .requests_to(Method::Post, "surveys/*/export-responses");
+    assert!(h.deliver(&input).await.batch_item_failures.is_empty());
+    h.qualtrics.requests_to(Method::Post, EXPORTS).len()
+}
+
+fn running() -> serde_json::Value {
+    json!({"status": "inProgress"})
+}
+
+/// An export slower than a delivery's polls: the redelivery polls the export the first
+/// delivery started instead of starting another and waiting from the beginning again.
+#[tokio::test]
+async fn a_redelivered_export_polls_the_export_it_started() {
+    let done = json!({"status": "complete", "fileId": "F_1"});
+    let h = exporter_answering(
+        &["ES_1"],
+        &[("ES_1", running()), ("ES_1", running()), ("ES_1", done)],
+    );
+    h.qualtrics
+        .on_bytes(Method::Get, &format!("{EXPORTS}/F_1/file"), "zip");
     assert_eq!(
-        started.len(),
+        export_twice(&h).await,
         1,
         "one export, polled across both deliveries"
     );
-    assert_eq!(h.qualtrics.requests_to(Method::Get, progress).len(), 3);
+    let polls = h
+        .qualtrics
+        .requests_to(Method::Get, &format!("{EXPORTS}/ES_1"));
+    assert_eq!(polls.len(), 3);
     assert_eq!(h.emitted::<exporter::ExportWritten>()[0].payload.bytes, 3);
 }
 
 /// A recorded export that failed is replaced by a new one on the next delivery.
 #[tokio::test]
 async fn a_recorded_export_that_failed_is_started_again() {
-    let h = Harness::<exporter::Exporter<Defaults>>::new("export", EXPORTER);
+    let done = json!({"status": "complete", "fileId": "F_2"});
+    let failed = json!({"status": "failed"});
+    let h = exporter_answering(
+        &["ES_1", "ES_2"],
+        &[
+            ("ES_1", running()),
+            ("ES_1", running()),
+            ("ES_1", failed),
+            ("ES_2", done),
+        ],
+    );
     h.qualtrics
-        .on(
-            Method::Post,
-            "surveys/SV_1/export-responses",
-            json!({"progressId": "ES_1"}),
-        )
-        .on(
-            Method::Post,
-            "surveys/SV_1/export-responses",
-            json!({"progressId": "ES_2"}),
-        )
-        .on(
-            Method::Get,
-            "surveys/SV_1/export-responses/ES_1",
-            json!({"status": "inProgress"}),
-        )
-        .on(
-            Method::Get,
-            "surveys/SV_1/export-responses/ES_1",
-            json!({"status": "inProgress"}),
-        )
-        .on(
-            Method::Get,
-            "surveys/SV_1/export-responses/ES_1",
-            json!({"status": "failed"}),
-        )
-        .on(
-            Method::Get,
-            "surveys/SV_1/export-responses/ES_2",
-            json!({"status": "complete", "fileId": "F_2"}),
-        )
-        .on_bytes(
-            Method::Get,
-            "surveys/SV_1/export-responses/F_2/file",
-            "zip2",
-        );
-    let input = h.envelope("distribute", json!({"distribution_id": "EMD_1"}));
-    assert_eq!(h.deliver(&input).await.batch_item_failures.len(), 1);
-    assert!(h.deliver(&input).await.batch_item_failures.is_empty());
-    let started = h
-        .qualtrics
-        .requests_to(Method::Post, "surveys/*/export-responses");
-    assert_eq!(started.len(), 2);
+        .on_bytes(Method::Get, &format!("{EXPORTS}/F_2/file"), "zip2");
+    assert_eq!(export_twice(&h).await, 2);
     assert_eq!(h.emitted::<exporter::ExportWritten>()[0].payload.bytes, 4);
 }
 
@@ -588,49 +578,23 @@ impl contacts::Hooks for Defaults {}
 /// new export, not rejected.
 #[tokio::test]
 async fn a_resumed_export_whose_file_is_gone_is_started_again() {
-    let h = Harness::<exporter::Exporter<Defaults>>::new("export", EXPORTER);
-    let (first, second) = (
-        "surveys/SV_1/export-responses/ES_1",
-        "surveys/SV_1/export-responses/ES_2",
+    let (gone, done) = (
+        json!({"status": "complete", "fileId": "F_1"}),
+        json!({"status": "complete", "fileId": "F_2"}),
+    );
+    let h = exporter_answering(
+        &["ES_1", "ES_2"],
+        &[
+            ("ES_1", running()),
+            ("ES_1", running()),
+            ("ES_1", gone),
+            ("ES_2", done),
+        ],
     );
     h.qualtrics
-        .on(
-            Method::Post,
-            "surveys/SV_1/export-responses",
-            json!({"progressId": "ES_1"}),
-        )
-        .on(
-            Method::Post,
-            "surveys/SV_1/export-responses",
-            json!({"progressId": "ES_2"}),
-        )
-        .on(Method::Get, first, json!({"status": "inProgress"}))
-        .on(Method::Get, first, json!({"status": "inProgress"}))
-        .on(
-            Method::Get,
-            first,
-            json!({"status": "complete", "fileId": "F_1"}),
-        )
-        .fail(Method::Get, "surveys/SV_1/export-responses/F_1/file", 404)
-        .on(
-            Method::Get,
-            second,
-            json!({"status": "complete", "fileId": "F_2"}),
-        )
-        .on_bytes(
-            Method::Get,
-            "surveys/SV_1/export-responses/F_2/file",
-            "zip2",
-        );
-    let input = h.envelope("distribute", json!({"distribution_id": "EMD_1"}));
-    assert_eq!(h.deliver(&input).await.batch_item_failures.len(), 1);
-    assert!(h.deliver(&input).await.batch_item_failures.is_empty());
-    assert_eq!(
-        h.qualtrics
-            .requests_to(Method::Post, "surveys/*/export-responses")
-            .len(),
-        2
-    );
+        .fail(Method::Get, &format!("{EXPORTS}/F_1/file"), 404)
+        .on_bytes(Method::Get, &format!("{EXPORTS}/F_2/file"), "zip2");
+    assert_eq!(export_twice(&h).await, 2);
     assert!(h.objects.keys("data", "reports/").is_empty());
     assert_eq!(h.emitted::<exporter::ExportWritten>()[0].payload.bytes, 4);
 }

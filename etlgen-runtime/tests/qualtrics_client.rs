@@ -7,7 +7,7 @@ use etlgen_runtime::ports::QualtricsApi;
 use etlgen_runtime::qualtrics::{ApiRequest, Client, endpoint};
 use serde_json::json;
 use wiremock::matchers::{bearer_token, body_json, body_string, header, method, path};
-use wiremock::{Mock, MockServer, ResponseTemplate};
+use wiremock::{Mock, MockBuilder, MockServer, ResponseTemplate};
 
 fn client(server: &MockServer, extra: &str, secret: &str) -> Client {
     let toml = format!(
@@ -27,6 +27,16 @@ fn ok(result: serde_json::Value) -> ResponseTemplate {
 
 fn error(status: u16, code: &str) -> ResponseTemplate {
     ResponseTemplate::new(status).set_body_json(json!({"meta": {"requestId": "req-err", "httpStatus": format!("{status} - Error"), "error": {"errorCode": code, "errorMessage": "went wrong"}}}))
+}
+
+/// A mock of `POST …/distributions`, to narrow with `.and(…)`.
+fn post_distributions() -> MockBuilder {
+    Mock::given(method("POST")).and(path("/API/v3/distributions"))
+}
+
+/// The OAuth token endpoint's answer issuing `token`.
+fn issued(token: &str) -> ResponseTemplate {
+    ResponseTemplate::new(200).set_body_json(json!({"access_token": token, "expires_in": 3600}))
 }
 
 fn distribution() -> ApiRequest {
@@ -53,8 +63,7 @@ fn keyed() -> ApiRequest {
 #[tokio::test]
 async fn token_auth_sends_the_exact_request_and_parses_the_envelope() {
     let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/API/v3/distributions"))
+    post_distributions()
         .and(header("X-API-TOKEN", "tok-123"))
         .and(header("content-type", "application/json"))
         .and(body_json(json!({"recipients": {"mailingListId": "CG_1"}})))
@@ -77,15 +86,13 @@ async fn token_auth_sends_the_exact_request_and_parses_the_envelope() {
 #[tokio::test]
 async fn a_429_is_retried_after_the_servers_retry_after() {
     let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/API/v3/distributions"))
+    post_distributions()
         .respond_with(error(429, "TOO_MANY").insert_header("Retry-After", "1"))
         .up_to_n_times(1)
         .expect(1)
         .mount(&server)
         .await;
-    Mock::given(method("POST"))
-        .and(path("/API/v3/distributions"))
+    post_distributions()
         .respond_with(ok(json!({"id": "EMD_1"})))
         .expect(1)
         .mount(&server)
@@ -153,8 +160,7 @@ async fn a_post_without_a_key_is_not_sent_again_after_a_5xx_or_a_timeout() {
         ),
     ] {
         let server = MockServer::start().await;
-        Mock::given(method("POST"))
-            .and(path("/API/v3/distributions"))
+        post_distributions()
             .respond_with(answer)
             .expect(1)
             .mount(&server)
@@ -260,24 +266,19 @@ async fn a_refused_oauth_token_is_replaced_and_the_request_sent_again() {
     for token in ["bearer-1", "bearer-2"] {
         Mock::given(method("POST"))
             .and(path("/oauth2/token"))
-            .respond_with(
-                ResponseTemplate::new(200)
-                    .set_body_json(json!({"access_token": token, "expires_in": 3600})),
-            )
+            .respond_with(issued(token))
             .up_to_n_times(1)
             .expect(1)
             .mount(&server)
             .await;
     }
-    Mock::given(method("POST"))
-        .and(path("/API/v3/distributions"))
+    post_distributions()
         .and(bearer_token("bearer-1"))
         .respond_with(error(401, "TOKEN_REVOKED"))
         .expect(1)
         .mount(&server)
         .await;
-    Mock::given(method("POST"))
-        .and(path("/API/v3/distributions"))
+    post_distributions()
         .and(bearer_token("bearer-2"))
         .respond_with(ok(json!({"id": "EMD_1"})))
         .expect(1)
@@ -294,8 +295,7 @@ async fn a_refused_oauth_token_is_replaced_and_the_request_sent_again() {
 #[tokio::test]
 async fn a_permanent_error_is_not_retried() {
     let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/API/v3/distributions"))
+    post_distributions()
         .respond_with(error(400, "BAD_LIST"))
         .expect(1)
         .mount(&server)
@@ -317,8 +317,7 @@ async fn a_redirect_is_a_permanent_error_and_the_token_never_leaves_the_datacent
         .mount(&elsewhere)
         .await;
     let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/API/v3/distributions"))
+    post_distributions()
         .respond_with(ResponseTemplate::new(307).insert_header(
             "Location",
             format!("{}/API/v3/distributions", elsewhere.uri()),
@@ -346,8 +345,7 @@ async fn a_redirect_is_a_permanent_error_and_the_token_never_leaves_the_datacent
 #[tokio::test]
 async fn a_retry_after_beyond_the_backoff_ceiling_hands_the_message_back_to_sqs() {
     let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/API/v3/distributions"))
+    post_distributions()
         .respond_with(error(429, "TOO_MANY").insert_header("Retry-After", "120"))
         .expect(1)
         .mount(&server)
@@ -369,15 +367,11 @@ async fn oauth_client_credentials_are_exchanged_once_and_sent_as_bearer() {
         .and(body_string(
             "grant_type=client_credentials&scope=manage%3Aall",
         ))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .set_body_json(json!({"access_token": "bearer-1", "expires_in": 3600})),
-        )
+        .respond_with(issued("bearer-1"))
         .expect(1)
         .mount(&server)
         .await;
-    Mock::given(method("POST"))
-        .and(path("/API/v3/distributions"))
+    post_distributions()
         .and(bearer_token("bearer-1"))
         .respond_with(ok(json!({"id": "EMD_1"})))
         .expect(2)
@@ -395,8 +389,7 @@ async fn oauth_client_credentials_are_exchanged_once_and_sent_as_bearer() {
 #[tokio::test]
 async fn each_endpoint_is_held_to_its_budget() {
     let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/API/v3/distributions"))
+    post_distributions()
         .respond_with(ok(json!({"id": "EMD_1"})))
         .expect(1)
         .mount(&server)
@@ -474,11 +467,7 @@ async fn a_stalled_oauth_token_request_times_out_and_is_retryable() {
     let server = MockServer::start().await;
     Mock::given(method("POST"))
         .and(path("/oauth2/token"))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .set_body_json(json!({"access_token": "late", "expires_in": 3600}))
-                .set_delay(Duration::from_millis(500)),
-        )
+        .respond_with(issued("late").set_delay(Duration::from_millis(500)))
         .expect(2)
         .mount(&server)
         .await;
@@ -521,15 +510,13 @@ fn rotated(value: &'static str) -> std::sync::Arc<Rotated> {
 #[tokio::test]
 async fn a_rotated_token_is_read_again_and_the_refused_request_sent_with_it() {
     let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/API/v3/distributions"))
+    post_distributions()
         .and(header("X-API-TOKEN", "old"))
         .respond_with(error(401, "AUTHENTICATION_FAILED"))
         .expect(1)
         .mount(&server)
         .await;
-    Mock::given(method("POST"))
-        .and(path("/API/v3/distributions"))
+    post_distributions()
         .and(header("X-API-TOKEN", "new"))
         .respond_with(ok(json!({"id": "EMD_1"})))
         .expect(2)
@@ -585,15 +572,11 @@ async fn rotated_oauth_credentials_are_read_again_when_the_token_endpoint_refuse
     Mock::given(method("POST"))
         .and(path("/oauth2/token"))
         .and(header("authorization", "Basic aWQ6bmV3"))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .set_body_json(json!({"access_token": "bearer-new", "expires_in": 3600})),
-        )
+        .respond_with(issued("bearer-new"))
         .expect(1)
         .mount(&server)
         .await;
-    Mock::given(method("POST"))
-        .and(path("/API/v3/distributions"))
+    post_distributions()
         .and(bearer_token("bearer-new"))
         .respond_with(ok(json!({"id": "EMD_1"})))
         .expect(1)
@@ -615,15 +598,13 @@ async fn rotated_oauth_credentials_are_read_again_when_the_token_endpoint_refuse
 #[tokio::test]
 async fn requests_refused_together_share_one_read_of_the_secret() {
     let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/API/v3/distributions"))
+    post_distributions()
         .and(header("X-API-TOKEN", "old"))
         .respond_with(error(401, "AUTHENTICATION_FAILED").set_delay(Duration::from_millis(200)))
         .expect(2)
         .mount(&server)
         .await;
-    Mock::given(method("POST"))
-        .and(path("/API/v3/distributions"))
+    post_distributions()
         .and(header("X-API-TOKEN", "new"))
         .respond_with(ok(json!({"id": "EMD_1"})))
         .expect(2)

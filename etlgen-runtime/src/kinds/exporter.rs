@@ -134,12 +134,18 @@ pub trait Hooks: Send + Sync + 'static {
     }
 }
 
+/// `surveys/{survey_id}/export-responses`: where exports start, and the root of their
+/// progress and files.
+fn exports_path(settings: &Settings) -> String {
+    format!("surveys/{}/export-responses", settings.survey_id)
+}
+
 /// The default of [`Hooks::build_request`].
 pub fn build_request(input: &Envelope<serde_json::Value>, settings: &Settings) -> ApiRequest {
     let start = input.logical_date.start_utc();
     ApiRequest::post_json(
         endpoint::EXPORT_RESPONSES,
-        format!("surveys/{}/export-responses", settings.survey_id),
+        exports_path(settings),
         json!({
             "format": settings.format,
             "startDate": qualtrics_time(start),
@@ -284,11 +290,10 @@ impl<H> Exporter<H> {
     /// destination, so an export of any size fits.
     async fn file(&self, progress_id: &str, cx: &StepContext) -> Result<ObjectReader, StepError> {
         let file_id = self.file_id(progress_id, cx).await?;
-        let base = format!("surveys/{}/export-responses", self.settings.survey_id);
         (cx.services().qualtrics)
             .download(ApiRequest::get(
                 endpoint::EXPORT_RESPONSES_FILE,
-                format!("{base}/{file_id}/file"),
+                format!("{}/{file_id}/file", exports_path(&self.settings)),
             ))
             .await
     }
@@ -296,7 +301,7 @@ impl<H> Exporter<H> {
     /// Polls export `progress_id` until its file is ready; its `fileId`.
     async fn file_id(&self, progress_id: &str, cx: &StepContext) -> Result<String, StepError> {
         let api = &cx.services().qualtrics;
-        let base = format!("surveys/{}/export-responses", self.settings.survey_id);
+        let base = exports_path(&self.settings);
         poll(
             "response export",
             Duration::from_millis(self.settings.poll_interval_ms),

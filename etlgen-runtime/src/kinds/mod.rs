@@ -141,6 +141,11 @@ fn now_ms() -> u64 {
         .unwrap_or_default()
 }
 
+/// Who holds a claim: this delivery, by its message id and attempt.
+fn claim_owner(cx: &StepContext, attempt: u32) -> String {
+    format!("{}#{attempt}", cx.message_id())
+}
+
 /// Claims once-per-run work (creating the run's list, scheduling its distribution) for this
 /// delivery, identified by its message id and attempt.
 ///
@@ -149,7 +154,7 @@ fn now_ms() -> u64 {
 /// to a delivery that crashed; its redelivery takes it over. A takeover overwrites the claim,
 /// so two takeovers at the same instant could both win: the lease makes that window tiny.
 pub async fn claim(cx: &StepContext, key: &str, attempt: u32) -> Result<Claim, StepError> {
-    let owner = format!("{}#{attempt}", cx.message_id());
+    let owner = claim_owner(cx, attempt);
     let record = ClaimRecord {
         owner: owner.clone(),
         claimed_at_ms: now_ms(),
@@ -197,7 +202,7 @@ pub async fn release(
         return Ok(());
     }
     let record = ClaimRecord {
-        owner: format!("{}#{attempt}", cx.message_id()),
+        owner: claim_owner(cx, attempt),
         claimed_at_ms: 0,
     };
     let body = serde_json::to_vec(&record)?;

@@ -162,8 +162,8 @@ impl<T: Item> Merge<T> {
     /// The smallest item not yet returned; `None` at the end.
     ///
     /// The run it came from refills the heap's top in place, one sift down, where a pop
-    /// and a push sifted twice: the merge of a 1 GB file's keys, 15 M items, spent about 5%
-    /// of the run in the heap.
+    /// and a push sifted twice: in a profile of the 1 GB dedup run (15 M items merged) the
+    /// heap's own `sift_up` and `push` were 3% of the samples, beside 2.9% in this function.
     pub(super) fn next(&mut self) -> Result<Option<T>, StepError> {
         let Some(mut top) = self.heap.peek_mut() else {
             return Ok(None);
