@@ -409,6 +409,10 @@ mod tests {
             matches!(err, EnvelopeError::UnsupportedVersion { found, .. } if found == ENVELOPE_VERSION + 1)
         );
         assert!(err.to_string().contains("etlgen update"), "{err}");
+        // A deploy under way, not bad data: retried into the DLQ, never acknowledged.
+        assert!(crate::StepError::from(err).is_retryable());
+        let malformed = Envelope::<u8>::from_json("{}").unwrap_err();
+        assert!(!crate::StepError::from(malformed).is_retryable());
     }
 
     #[test]

@@ -124,9 +124,19 @@ pub fn is_retryable_status(status: u16) -> bool {
     status == 408 || status == 429 || (500..600).contains(&status)
 }
 
+/// A malformed envelope is permanent. One from a newer runtime is retryable: it is not bad
+/// data but a deploy still under way (its producer updated before this consumer), and
+/// acknowledging it would lose a batch the fan-in waits for. Retried, it reaches the
+/// dead-letter queue, to be redriven once this step runs the newer runtime.
 impl From<crate::envelope::EnvelopeError> for StepError {
     fn from(err: crate::envelope::EnvelopeError) -> Self {
-        Self::permanent(err.to_string()).with_source(err)
+        let error = match &err {
+            crate::envelope::EnvelopeError::UnsupportedVersion { .. } => {
+                Self::retryable(err.to_string())
+            }
+            _ => Self::permanent(err.to_string()),
+        };
+        error.with_source(err)
     }
 }
 

@@ -24,7 +24,7 @@
 //! # });
 //! ```
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -317,12 +317,19 @@ impl Notifications for MemoryNotifications {
 #[derive(Debug, Default)]
 pub struct MemorySftp {
     files: Mutex<BTreeMap<String, (Bytes, u64)>>,
+    denied: Mutex<BTreeSet<String>>,
 }
 
 impl MemorySftp {
     /// Puts a file with a modification time.
     pub fn insert(&self, path: &str, body: impl Into<Bytes>, modified: u64) {
         lock(&self.files).insert(path.to_owned(), (body.into(), modified));
+    }
+
+    /// Makes a file unreadable, as a server refuses one whose permissions deny the user: it
+    /// is still listed, and reading it fails as the real client's read does (retryable).
+    pub fn deny(&self, path: &str) {
+        lock(&self.denied).insert(path.to_owned());
     }
 
     /// A file's body as text.
@@ -349,6 +356,11 @@ impl Sftp for MemorySftp {
     }
 
     async fn read(&self, path: &str) -> Result<Bytes, StepError> {
+        if lock(&self.denied).contains(path) {
+            return Err(StepError::retryable(format!(
+                "SFTP open: Permission denied: {path}"
+            )));
+        }
         lock(&self.files)
             .get(path)
             .map(|(b, _)| b.clone())

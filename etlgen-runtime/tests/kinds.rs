@@ -220,6 +220,17 @@ fn response_defaults() {
         responses::to_csv(&records, &["c".into(), "z".into()]).unwrap(),
         "c,z\n1,\n"
     );
+    // Without declared columns, a column only a later record has is kept, after the ones
+    // seen before it.
+    let uneven = [
+        record(json!({"id": 1})),
+        record(json!({"id": 2, "Q1": "5"})),
+        record(json!({"Q2": "no", "id": 3})),
+    ];
+    assert_eq!(
+        responses::to_csv(&uneven, &[]).unwrap(),
+        "id,Q1,Q2\n1,,\n2,5,\n3,,no\n"
+    );
     let failed = responses::ResponsesImported {
         progress_id: "P".into(),
         status: "failed".into(),
@@ -281,10 +292,28 @@ fn sftp_poller_defaults() {
     };
     assert!(sources::sftp::select(&file("/out/a.csv"), &settings));
     assert!(!sources::sftp::select(&file("/out/a.txt"), &settings));
+    let tick = envelope(json!(null));
+    let id = sources::sftp::copy_id(&tick.pipeline, &file("/out/a.csv"));
     assert_eq!(
-        sources::sftp::landing_key(&file("/out/a.csv"), &envelope(json!(null)), &settings),
-        "landing/2024-05-01/a.csv"
+        sources::sftp::landing_key(&file("/out/a.csv"), &tick, &settings),
+        format!("landing/2024-05-01/{id}/a.csv")
     );
+    let replaced = RemoteFile {
+        modified: 2,
+        ..file("/out/a.csv")
+    };
+    assert_ne!(sources::sftp::copy_id(&tick.pipeline, &replaced), id);
+    assert_eq!(settings.settle_seconds, 60);
+    assert!(sources::sftp::settling(&file("/out/a.csv"), 60, 60));
+    assert!(!sources::sftp::settling(&file("/out/a.csv"), 61, 60));
+    assert!(!sources::sftp::settling(
+        &RemoteFile {
+            modified: 0,
+            ..file("/out/a.csv")
+        },
+        0,
+        60
+    ));
     assert_eq!(sources::KIND, "sftp-poller");
 }
 
@@ -347,7 +376,7 @@ fn every_kind_names_its_catalog_id_and_hooks() {
 fn claim_context(
     lease: u64,
     message_id: &str,
-    objects: std::sync::Arc<etlgen_runtime::testing::MemoryObjectStore>,
+    objects: std::sync::Arc<dyn etlgen_runtime::ports::ObjectStore>,
 ) -> etlgen_runtime::step::StepContext {
     use etlgen_runtime::ports::{Services, Unconfigured};
     use etlgen_runtime::testing::{MemoryNotifications, MemoryQueue};
@@ -397,11 +426,18 @@ async fn a_claim_is_held_by_one_delivery_until_its_lease_expires() {
         Claim::Resumed,
         "an expired claim is taken over"
     );
+    // Taken over as the claim's next generation; the first is left as it was.
+    assert!(
+        objects
+            .text("data", "runs/x/claim.1")
+            .unwrap()
+            .contains("m2#1")
+    );
     assert!(
         objects
             .text("data", "runs/x/claim")
             .unwrap()
-            .contains("m2#1")
+            .contains("m1#1")
     );
 }
 
@@ -619,6 +655,108 @@ async fn an_answered_failure_releases_the_claim_and_a_timeout_keeps_it() {
     assert_eq!(refused.status(), Some(500));
     release(&cx, "runs/x/claim", 1, &refused).await.unwrap();
     assert_eq!(claim(&cx, "runs/x/claim", 2).await.unwrap(), Claim::Resumed);
+}
+
+/// An object store that lets other tasks run before each call, as a network round trip
+/// does, so concurrent deliveries interleave their reads and writes.
+#[derive(Debug)]
+struct Yielding(std::sync::Arc<etlgen_runtime::testing::MemoryObjectStore>);
+
+#[async_trait::async_trait]
+impl etlgen_runtime::ports::ObjectStore for Yielding {
+    async fn get(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<Option<etlgen_runtime::ports::ObjectReader>, etlgen_runtime::StepError> {
+        tokio::task::yield_now().await;
+        self.0.get(bucket, key).await
+    }
+
+    async fn put(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: bytes::Bytes,
+    ) -> Result<(), etlgen_runtime::StepError> {
+        tokio::task::yield_now().await;
+        self.0.put(bucket, key, body).await
+    }
+
+    async fn put_if_absent(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: bytes::Bytes,
+    ) -> Result<bool, etlgen_runtime::StepError> {
+        tokio::task::yield_now().await;
+        self.0.put_if_absent(bucket, key, body).await
+    }
+
+    async fn copy(
+        &self,
+        from_bucket: &str,
+        from_key: &str,
+        to_bucket: &str,
+        to_key: &str,
+    ) -> Result<(), etlgen_runtime::StepError> {
+        tokio::task::yield_now().await;
+        self.0.copy(from_bucket, from_key, to_bucket, to_key).await
+    }
+
+    async fn list(
+        &self,
+        bucket: &str,
+        prefix: &str,
+    ) -> Result<Vec<String>, etlgen_runtime::StepError> {
+        tokio::task::yield_now().await;
+        self.0.list(bucket, prefix).await
+    }
+}
+
+/// Two redeliveries that come back together (after the same visibility timeout) to a claim
+/// given back: exactly one takes it over, so one of them creates the run's distribution.
+/// Overwriting the claim let both take it.
+#[tokio::test]
+async fn deliveries_taking_over_a_claim_at_once_have_one_winner() {
+    use etlgen_runtime::StepError;
+    use etlgen_runtime::kinds::{Claim, claim, release};
+    use std::sync::Arc;
+    const KEY: &str = "runs/x/distribution.claim";
+    let memory = Arc::new(etlgen_runtime::testing::MemoryObjectStore::default());
+    let objects = Arc::new(Yielding(memory.clone()));
+    let holder = claim_context(300, "m1", objects.clone());
+    assert_eq!(claim(&holder, KEY, 1).await.unwrap(), Claim::Won);
+    let answered = StepError::from_status(500, "server error");
+    release(&holder, KEY, 1, &answered).await.unwrap();
+    let (a, b) = (
+        claim_context(300, "m1", objects.clone()),
+        claim_context(300, "m2", objects.clone()),
+    );
+    let (first, second) = tokio::join!(claim(&a, KEY, 2), claim(&b, KEY, 2));
+    let (first, second) = (first.unwrap(), second.unwrap());
+    let (winner, loser) = match (first, second) {
+        (Claim::Resumed, Claim::HeldByOther) => (&a, &b),
+        (Claim::HeldByOther, Claim::Resumed) => (&b, &a),
+        both => panic!("one delivery must take the claim over: {both:?}"),
+    };
+
+    // The winner's generation is the claim now: the loser is refused until it is given
+    // back, and then one more delivery takes it over.
+    assert_eq!(claim(loser, KEY, 2).await.unwrap(), Claim::HeldByOther);
+    assert_eq!(claim(winner, KEY, 2).await.unwrap(), Claim::Resumed);
+    release(loser, KEY, 2, &answered).await.unwrap();
+    assert_eq!(
+        claim(loser, KEY, 2).await.unwrap(),
+        Claim::HeldByOther,
+        "not its claim to give back"
+    );
+    release(winner, KEY, 2, &answered).await.unwrap();
+    assert_eq!(claim(loser, KEY, 3).await.unwrap(), Claim::Resumed);
+    assert_eq!(
+        memory.keys("data", KEY),
+        [KEY.to_owned(), format!("{KEY}.1"), format!("{KEY}.2")]
+    );
 }
 
 /// A 500 on creating the run's mailing list gives its claim back, and the redelivery

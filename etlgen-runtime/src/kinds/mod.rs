@@ -18,6 +18,7 @@ pub mod responses;
 pub mod sources;
 pub mod validator;
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::envelope::{Envelope, LogicalDate, RunId};
@@ -150,36 +151,62 @@ fn claim_owner(cx: &StepContext, attempt: u32) -> String {
 /// delivery, identified by its message id and attempt.
 ///
 /// The claim is created only if absent, so of two concurrent deliveries (two batches, or an
-/// SQS duplicate) exactly one wins. A claim older than `runtime.claim_lease_seconds` belongs
-/// to a delivery that crashed; its redelivery takes it over. A takeover overwrites the claim,
-/// so two takeovers at the same instant could both win: the lease makes that window tiny.
+/// SQS duplicate) exactly one wins. A claim older than `runtime.claim_lease_seconds`
+/// belongs to a delivery that crashed, and one given back by [`release`] to a delivery whose
+/// request was answered with a failure; a redelivery takes either over by creating the
+/// claim's next generation (`<key>.<n>`), again only if absent, so of the deliveries taking
+/// it over at once exactly one wins. Overwriting the claim instead let two redeliveries that
+/// came back together (after the same visibility timeout) both take it, and both create
+/// the run's distribution.
 pub async fn claim(cx: &StepContext, key: &str, attempt: u32) -> Result<Claim, StepError> {
     let owner = claim_owner(cx, attempt);
     let record = ClaimRecord {
         owner: owner.clone(),
         claimed_at_ms: now_ms(),
     };
-    let body = serde_json::to_vec(&record)?;
+    let body = Bytes::from(serde_json::to_vec(&record)?);
     let objects = &cx.services().objects;
-    if objects
-        .put_if_absent(cx.data_bucket(), key, body.clone().into())
-        .await?
-    {
+    if (objects.put_if_absent(cx.data_bucket(), key, body.clone())).await? {
         return Ok(Claim::Won);
     }
-    let Some(existing) = read_state::<ClaimRecord>(cx, key).await? else {
-        return Err(StepError::retryable(format!("claim {key} vanished")));
+    let (held, generation) = current_claim(cx, key).await?;
+    let Some(existing) = read_state::<ClaimRecord>(cx, &held).await? else {
+        return Err(StepError::retryable(format!("claim {held} vanished")));
     };
-    let lease_ms = cx.config().runtime.claim_lease_seconds.saturating_mul(1000);
     if existing.owner == owner {
         return Ok(Claim::Resumed);
     }
+    let lease_ms = cx.config().runtime.claim_lease_seconds.saturating_mul(1000);
     if now_ms().saturating_sub(existing.claimed_at_ms) > lease_ms {
-        tracing::warn!(claim = key, previous = %existing.owner, "taking over an expired claim");
-        objects.put(cx.data_bucket(), key, body.into()).await?;
-        return Ok(Claim::Resumed);
+        let next = generation_key(key, generation + 1);
+        if objects.put_if_absent(cx.data_bucket(), &next, body).await? {
+            tracing::warn!(claim = next, previous = %existing.owner, "took over an expired or released claim");
+            return Ok(Claim::Resumed);
+        }
     }
     Ok(Claim::HeldByOther)
+}
+
+/// The key of a claim's generation `n`: the claim itself, then `<key>.<n>` for each takeover.
+fn generation_key(key: &str, generation: u64) -> String {
+    if generation == 0 {
+        key.to_owned()
+    } else {
+        format!("{key}.{generation}")
+    }
+}
+
+/// The claim's latest generation: its key and number.
+async fn current_claim(cx: &StepContext, key: &str) -> Result<(String, u64), StepError> {
+    let prefix = format!("{key}.");
+    let keys = (cx.services().objects)
+        .list(cx.data_bucket(), &prefix)
+        .await?;
+    let generation = (keys.iter())
+        .filter_map(|k| k.strip_prefix(&prefix)?.parse::<u64>().ok())
+        .max()
+        .unwrap_or(0);
+    Ok((generation_key(key, generation), generation))
 }
 
 /// Gives back this delivery's claim `key` after its work failed on an answer (`error` has
@@ -201,14 +228,23 @@ pub async fn release(
     if !error.is_retryable() || error.status().is_none() {
         return Ok(());
     }
+    let owner = claim_owner(cx, attempt);
+    let (held, _) = current_claim(cx, key).await?;
+    // Only the holder's own generation is given back; a later one is another delivery's.
+    if read_state::<ClaimRecord>(cx, &held)
+        .await?
+        .is_none_or(|existing| existing.owner != owner)
+    {
+        return Ok(());
+    }
     let record = ClaimRecord {
-        owner: claim_owner(cx, attempt),
+        owner,
         claimed_at_ms: 0,
     };
     let body = serde_json::to_vec(&record)?;
-    tracing::info!(claim = key, %error, "releasing the claim after an answered failure");
+    tracing::info!(claim = held, %error, "releasing the claim after an answered failure");
     (cx.services().objects)
-        .put(cx.data_bucket(), key, body.into())
+        .put(cx.data_bucket(), &held, body.into())
         .await
 }
 

@@ -102,13 +102,16 @@ pub fn map(record: Record) -> Result<Record, StepError> {
     Ok(record)
 }
 
-/// Renders records as CSV with the given columns (or the first record's).
+/// Renders records as CSV with the given columns, or with every column any record has, in
+/// the order they first appear (records from JSON lines or an HTTP submission need not
+/// share their keys, and a column only a later record has must not be dropped).
 pub fn to_csv(records: &[Record], columns: &[String]) -> Result<String, StepError> {
     let columns: Vec<String> = if columns.is_empty() {
-        records
-            .first()
-            .map(|r| r.keys().cloned().collect())
-            .unwrap_or_default()
+        let mut seen = std::collections::HashSet::new();
+        (records.iter().flat_map(|r| r.keys()))
+            .filter(|key| seen.insert(key.as_str()))
+            .cloned()
+            .collect()
     } else {
         columns.to_vec()
     };

@@ -2,10 +2,23 @@
 //!
 //! An EventBridge schedule puts a message on the poller's queue; each tick lists the remote
 //! directory, copies every selected file not copied before into
-//! `<landing_prefix><logical_date>/<file name>` in the landing bucket, and remembers it
-//! (`state/<pipeline>/<step>/copied/…`, keyed by path, size and modification time, so a
-//! file replaced on the server is copied again). The S3 notification of the landing prefix
-//! then starts the validator.
+//! `<landing_prefix><logical_date>/<copy id>/<file name>` in the landing bucket, and
+//! remembers it (`state/<pipeline>/<step>/copied/<copy id>`). The copy id is derived from
+//! the file's path, size and modification time, so a file replaced on the server is copied
+//! again. The S3 notification of the landing prefix then starts the validator.
+//!
+//! Each copy must start one run, however often a tick is retried:
+//! - **The copy id is in the landing key.** The validator names a run after the object's
+//!   ETag, which under SSE-KMS differs for every upload of the same bytes. A tick killed
+//!   between the upload and its marker finds the object already at its key and writes the
+//!   marker without uploading again, where a second upload would have started a second run.
+//! - **A file still being written is left for a later tick.** One modified within
+//!   `settle_seconds` of the tick may be half uploaded; copying it would start a run on the
+//!   part, then another on the whole file once its size and time change.
+//! - **One file that cannot be copied does not hold the others back.** The tick copies the
+//!   rest, then fails with the first error, so the tick is retried and, if the file stays
+//!   unreadable (its permissions, say), reaches the dead-letter queue and its alarm. What
+//!   was copied is remembered, so a redrive copies only what is left.
 
 use bytes::Bytes;
 use serde::Deserialize;
@@ -37,6 +50,14 @@ pub struct Settings {
     /// Only names ending with one of these are copied; all files when empty.
     #[serde(default)]
     pub suffixes: Vec<String>,
+    /// A file modified less than this many seconds before the tick may still be being
+    /// written, and waits for a later tick.
+    #[serde(default = "default_settle_seconds")]
+    pub settle_seconds: u64,
+}
+
+fn default_settle_seconds() -> u64 {
+    60
 }
 
 fn default_landing_prefix() -> String {
@@ -52,9 +73,11 @@ pub trait Hooks: Send + Sync + 'static {
         select(file, settings)
     }
 
-    /// Where a copied file lands.
+    /// Where a copied file lands. A key that exists already counts as this file copied, so
+    /// the key must change with the file's [`copy_id`].
     ///
-    /// By default `<landing_prefix><logical_date>/<file name>`; see [`landing_key`].
+    /// By default `<landing_prefix><logical_date>/<copy id>/<file name>`; see
+    /// [`landing_key`].
     fn landing_key(
         &self,
         file: &RemoteFile,
@@ -81,11 +104,25 @@ pub fn landing_key(
     settings: &Settings,
 ) -> String {
     format!(
-        "{}{}/{}",
+        "{}{}/{}/{}",
         settings.landing_prefix,
         tick.logical_date,
+        copy_id(&tick.pipeline, file),
         zones::file_name(&file.path)
     )
+}
+
+/// One version of a remote file: its path, size and modification time.
+pub fn copy_id(pipeline: &str, file: &RemoteFile) -> RunId {
+    let version = format!("{}@{}@{}", file.path, file.size, file.modified);
+    RunId::derive(pipeline, &version)
+}
+
+/// Whether `file` was modified less than `settle_seconds` before `now` (seconds since the
+/// epoch), or after it: it may still be being written. A server that gives no time (0)
+/// cannot tell, and its files are copied.
+pub fn settling(file: &RemoteFile, now: u64, settle_seconds: u64) -> bool {
+    file.modified != 0 && file.modified.saturating_add(settle_seconds) > now
 }
 
 /// The SFTP poller step.
@@ -153,41 +190,80 @@ impl<H: Hooks + Default> Step for SftpPoller<H> {
         cx: &StepContext,
     ) -> Result<(), StepError> {
         let sftp = &cx.services().sftp;
-        let objects = &cx.services().objects;
         let bucket = self
             .settings
             .landing_bucket
             .clone()
             .unwrap_or_else(|| cx.data_bucket().to_owned());
+        let now = (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH))
+            .map_or(0, |since| since.as_secs());
+        let (mut selected, mut failed) = (0usize, Vec::new());
         for file in sftp.list(&self.settings.remote_dir).await? {
             if !self.hooks.select(&file, &self.settings) {
                 continue;
             }
-            let marker = format!(
-                "state/{}/{}/copied/{}",
-                tick.pipeline,
-                cx.step_name(),
-                crate::envelope::RunId::derive(
-                    &tick.pipeline,
-                    &format!("{}@{}@{}", file.path, file.size, file.modified)
-                )
-            );
-            if read_small(&**objects, cx.data_bucket(), &marker)
-                .await?
-                .is_some()
-            {
+            if settling(&file, now, self.settings.settle_seconds) {
+                tracing::info!(remote = %file.path, "modified too recently; left for a later tick");
                 continue;
             }
+            selected += 1;
+            if let Err(e) = self.copy(&file, tick, cx, &bucket).await {
+                tracing::warn!(remote = %file.path, error = %e, "not copied; copying the others");
+                failed.push((file.path, e));
+            }
+        }
+        let count = failed.len();
+        let Some((path, first)) = failed.into_iter().next() else {
+            return Ok(());
+        };
+        let message = format!(
+            "{count} of {selected} selected files not copied (the first, {path}: {}); \
+             the copied ones are remembered, and a retry or redrive copies the rest",
+            first.message()
+        );
+        Err(if first.is_retryable() {
+            StepError::retryable(message)
+        } else {
+            StepError::permanent(message)
+        }
+        .with_source(first))
+    }
+}
+
+impl<H: Hooks> SftpPoller<H> {
+    /// Copies one file unless its marker says it was; see the module's doc for the order.
+    async fn copy(
+        &self,
+        file: &RemoteFile,
+        tick: &Envelope<serde_json::Value>,
+        cx: &StepContext,
+        bucket: &str,
+    ) -> Result<(), StepError> {
+        let (sftp, objects) = (&cx.services().sftp, &cx.services().objects);
+        let marker = format!(
+            "state/{}/{}/copied/{}",
+            tick.pipeline,
+            cx.step_name(),
+            copy_id(&tick.pipeline, file)
+        );
+        if read_small(&**objects, cx.data_bucket(), &marker)
+            .await?
+            .is_some()
+        {
+            return Ok(());
+        }
+        let key = self.hooks.landing_key(file, tick, &self.settings);
+        if objects.list(bucket, &key).await?.contains(&key) {
+            tracing::info!(remote = %file.path, landing = %key, "landed by an earlier attempt");
+        } else {
             // Streamed: a client file of any size is copied with one part in memory.
             let body = sftp.open(&file.path).await?;
-            let key = self.hooks.landing_key(&file, tick, &self.settings);
-            objects.put_stream(&bucket, &key, body).await?;
-            objects
-                .put(cx.data_bucket(), &marker, Bytes::from(key.clone()))
-                .await?;
+            objects.put_stream(bucket, &key, body).await?;
             tracing::info!(remote = %file.path, landing = %key, "copied from SFTP");
         }
-        Ok(())
+        objects
+            .put(cx.data_bucket(), &marker, Bytes::from(key))
+            .await
     }
 }
 

@@ -79,6 +79,8 @@ pub fn start(dir: &Path, log: &Path, step: &str) -> Result<LocalSftp> {
         ("ETL__SFTP__USER".to_owned(), user),
         ("ETL__SFTP__HOST_KEY_SHA256".to_owned(), fingerprint),
         (format!("ETL__STEPS__{step_var}__REMOTE_DIR"), inbox.display().to_string()),
+        // `local run` writes the file whole before it sends the tick.
+        (format!("ETL__STEPS__{step_var}__SETTLE_SECONDS"), "0".to_owned()),
     ];
     let secret = serde_json::json!({ "private_key": private_key }).to_string();
     Ok(LocalSftp { pid, inbox, environment, secret })
