@@ -249,7 +249,7 @@ impl Queue for Sqs {
         queue_url: &str,
         messages: Vec<OutgoingMessage>,
     ) -> Result<(), StepError> {
-        for chunk in messages.chunks(crate::step::SEND_BATCH_MAX) {
+        for chunk in crate::step::send_batches(messages) {
             let entries = chunk
                 .iter()
                 .map(|m| {

@@ -402,7 +402,8 @@ async fn the_poller_copies_new_files_to_landing_once() {
     let (sftp, _) = start(&[("/outbox/a.csv", "id\n1\n")]).await;
     let config = Config::from_toml(
         "test",
-        "[pipeline]\nname='acme'\ndata_bucket='data'\n[steps.poll]\nremote_dir='/outbox'\n",
+        // The test server's files were written just now; this test is about the stream.
+        "[pipeline]\nname='acme'\ndata_bucket='data'\n[steps.poll]\nremote_dir='/outbox'\nsettle_seconds=0\n",
     )
     .unwrap();
     let objects = Arc::new(MemoryObjectStore::default());
@@ -416,27 +417,33 @@ async fn the_poller_copies_new_files_to_landing_once() {
         sftp: client,
     };
     let runner = Runner::<SftpPoller<Defaults>>::new("poll", config, services).unwrap();
+    let tick = |n: u32| {
+        let mut event = sqs_event(&["{}"]);
+        event.records[0].message_id = Some(format!("tick-{n}"));
+        event
+    };
     assert!(
         runner
-            .handle_event(sqs_event(&["{}"]))
+            .handle_event(tick(1))
+            .await
+            .batch_item_failures
+            .is_empty()
+    );
+    let landed = objects.keys("data", "landing/2024-05-01/");
+    assert_eq!(landed.len(), 1, "{landed:?}");
+    assert!(landed[0].ends_with("/a.csv"), "{landed:?}");
+    assert_eq!(objects.text("data", &landed[0]).as_deref(), Some("id\n1\n"));
+    objects.insert("data", &landed[0], "validated already");
+    assert!(
+        runner
+            .handle_event(tick(2))
             .await
             .batch_item_failures
             .is_empty()
     );
     assert_eq!(
-        objects.text("data", "landing/2024-05-01/a.csv").as_deref(),
-        Some("id\n1\n")
-    );
-    objects.insert("data", "landing/2024-05-01/a.csv", "validated already");
-    assert!(
-        runner
-            .handle_event(sqs_event(&["{\"tick\":2}"]))
-            .await
-            .batch_item_failures
-            .is_empty()
-    );
-    assert_eq!(
-        objects.text("data", "landing/2024-05-01/a.csv").as_deref(),
+        objects.text("data", &landed[0]).as_deref(),
         Some("validated already")
     );
+    assert_eq!(objects.keys("data", "landing/"), landed, "copied once");
 }

@@ -78,7 +78,10 @@ async fn a_file_that_landed_before_its_marker_is_not_uploaded_again() {
         Some("uploaded by the attempt that died"),
         "not uploaded again, which under SSE-KMS would start a second run"
     );
-    assert_eq!(h.objects.keys(&bucket, "landing/"), std::slice::from_ref(&key));
+    assert_eq!(
+        h.objects.keys(&bucket, "landing/"),
+        std::slice::from_ref(&key)
+    );
     let markers = h.objects.keys(&bucket, COPIED);
     assert_eq!(markers.len(), 1, "{markers:?}");
     assert_eq!(h.objects.text(&bucket, &markers[0]), Some(key));

@@ -171,8 +171,11 @@ pub fn parse_source(
         let date = s3::date_in_key(&event.key)
             .or(event.event_date)
             .ok_or_else(|| StepError::permanent("S3 event without a date"))?;
+        // The date is part of the run's identity: the same bytes under the same key on
+        // another day (a weekly file whose key has no date, with an unencrypted ETag) are
+        // that day's run, not a repeat of last week's for the ledger to skip.
         let identity = format!(
-            "s3://{}/{}@{}",
+            "{date}:s3://{}/{}@{}",
             event.bucket,
             event.key,
             event.etag.as_deref().unwrap_or("")
@@ -197,7 +200,8 @@ pub fn parse_source(
         .ok_or_else(|| {
             StepError::permanent("submission has no logical_date and no SentTimestamp")
         })?;
-    let run = RunId::derive(pipeline, &format!("http:{}", message.body));
+    // As for a file: the same body submitted on another day is that day's run.
+    let run = RunId::derive(pipeline, &format!("http:{date}:{}", message.body));
     let source = Source::Inline {
         format: submission.format,
         body: submission.body,
@@ -304,9 +308,14 @@ async fn open_rows(cx: &StepContext, raw_key: &str, format: Format) -> Result<Ro
         .get(cx.data_bucket(), raw_key)
         .await?
         .ok_or_else(|| StepError::retryable(format!("raw copy {raw_key} not readable yet")))?;
-    Rows::open(reader, format)
-        .await
-        .map_err(|e| StepError::retryable(format!("reading {raw_key}")).with_source(e))
+    Rows::open(reader, format).await.map_err(|e| {
+        if e.kind() == std::io::ErrorKind::InvalidData {
+            let fix = "save it as UTF-8 CSV with a header row and send it again";
+            StepError::permanent(format!("{raw_key}: {e}; {fix}")).with_source(e)
+        } else {
+            StepError::retryable(format!("reading {raw_key}")).with_source(e)
+        }
+    })
 }
 
 async fn next_row<'r>(

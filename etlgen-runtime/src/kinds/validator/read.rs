@@ -11,7 +11,7 @@
 //! keys before it checks them one by one (see [`Rows::fill_ahead`]).
 
 use serde::Deserialize;
-use tokio::io::{AsyncBufReadExt, BufReader, Lines};
+use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::kinds::Record;
 use crate::ports::ObjectReader;
@@ -70,8 +70,11 @@ pub enum Rows {
     },
     /// JSON lines.
     Jsonl {
-        /// The lines.
-        lines: Lines<BufReader<ObjectReader>>,
+        /// The reader.
+        reader: BufReader<ObjectReader>,
+        /// The current line's bytes, read as bytes so a line that is not UTF-8 is one
+        /// unreadable row rather than the end of the file.
+        line: Vec<u8>,
         /// The current line number.
         number: u64,
     },
@@ -135,18 +138,28 @@ fn io(e: csv_async::Error) -> std::io::Error {
 }
 
 impl Rows {
-    /// Starts reading; for CSV this reads the header row.
+    /// Starts reading; for CSV this reads the header row. A header row that cannot be read
+    /// as text (not UTF-8, say) is an error of kind [`std::io::ErrorKind::InvalidData`]: the
+    /// file itself is wrong, and reading it again cannot help.
     pub async fn open(reader: ObjectReader, format: Format) -> std::io::Result<Self> {
         Ok(match format {
             Format::Jsonl => Rows::Jsonl {
-                lines: BufReader::new(reader).lines(),
+                reader: BufReader::new(reader),
+                line: Vec::new(),
                 number: 0,
             },
             Format::Csv | Format::Auto => {
                 let mut reader = csv_async::AsyncReaderBuilder::new()
                     .flexible(false)
                     .create_reader(reader);
-                let headers = reader.headers().await.map_err(io)?.clone();
+                let headers = match reader.headers().await {
+                    Ok(headers) => headers.clone(),
+                    Err(e) if e.is_io_error() => return Err(io(e)),
+                    Err(e) => {
+                        let reason = format!("unreadable header row: {e}");
+                        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, reason));
+                    }
+                };
                 Rows::Csv {
                     reader: Box::new(reader),
                     headers,
@@ -217,15 +230,27 @@ impl Rows {
                     },
                 )))
             }
-            Rows::Jsonl { lines, number } => loop {
-                let Some(line) = lines.next_line().await? else {
+            Rows::Jsonl {
+                reader,
+                line,
+                number,
+            } => loop {
+                line.clear();
+                if reader.read_until(b'\n', line).await? == 0 {
                     return Ok(None);
-                };
+                }
                 *number += 1;
-                if line.trim().is_empty() {
+                let text = match std::str::from_utf8(line) {
+                    Ok(text) => text,
+                    Err(e) => {
+                        let reason = format!("line is not UTF-8 text: {e}");
+                        return Ok(Some((*number, RawRow::Unreadable(reason))));
+                    }
+                };
+                if text.trim().is_empty() {
                     continue;
                 }
-                let row = match serde_json::from_str::<Record>(&line) {
+                let row = match serde_json::from_str::<Record>(text) {
                     Ok(record) => RawRow::Record(record),
                     Err(e) => RawRow::Unreadable(format!("invalid JSON object: {e}")),
                 };
@@ -365,6 +390,34 @@ mod tests {
         assert_eq!(rows[0].0, 1);
         assert!(rows[1].1.is_err());
         assert_eq!(rows[2].0, 4);
+    }
+
+    #[tokio::test]
+    async fn a_json_line_that_is_not_utf8_is_one_unreadable_row() {
+        let text = b"{\"id\":1}\r\n{\"name\":\"Jos\xe9\"}\n{\"id\":2}".to_vec();
+        let mut rows = Rows::open(Box::pin(std::io::Cursor::new(text)), Format::Jsonl)
+            .await
+            .unwrap();
+        let mut read = Vec::new();
+        while let Some(row) = rows.next().await.unwrap() {
+            read.push(row);
+        }
+        assert_eq!(read.len(), 3, "the rows after it are read: {read:?}");
+        assert_eq!(read[0].1.as_ref().unwrap()["id"], 1);
+        assert!(read[1].1.as_ref().unwrap_err().contains("not UTF-8"));
+        assert_eq!(
+            (read[2].0, &read[2].1.as_ref().unwrap()["id"]),
+            (3, &2.into())
+        );
+    }
+
+    #[tokio::test]
+    async fn a_csv_header_that_is_not_utf8_is_invalid_data() {
+        let text = b"Pr\xe9nom,email\nx,a@b.co\n".to_vec();
+        let error = Rows::open(Box::pin(std::io::Cursor::new(text)), Format::Csv)
+            .await
+            .unwrap_err();
+        assert_eq!(error.kind(), std::io::ErrorKind::InvalidData, "{error}");
     }
 
     #[test]

@@ -127,6 +127,50 @@ async fn default_hooks_give_what_overridden_hooks_give() {
     assert_eq!(run::<BatchesAsRecords>().await, (bodies, objects));
 }
 
+/// A file that is not UTF-8 text (an Excel export in Latin-1, say): its header cannot be
+/// read as text, and reading it again cannot help, so the file is rejected with a report
+/// saying what to fix, rather than retried into the dead-letter queue.
+#[tokio::test]
+async fn a_header_that_is_not_utf8_rejects_the_file_at_once() {
+    let h = Harness::<Validator<Defaults>>::new("validate", CONFIG);
+    let latin1 = b"Pr\xe9nom,id,email\nJos\xe9,1,a@b.co\n".to_vec();
+    h.objects
+        .insert("landing", "in/2024-05-01/file.csv", latin1);
+    let source = Source::Object {
+        bucket: "landing".into(),
+        key: "in/2024-05-01/file.csv".into(),
+    };
+    let response = h.deliver(&h.envelope("file", source)).await;
+    assert!(response.batch_item_failures.is_empty(), "not retried");
+    assert!(h.queue.sent().is_empty());
+    let reports = h.objects.keys("data", "reports/");
+    assert_eq!(reports.len(), 1, "{reports:?}");
+    let report = h.objects.text("data", &reports[0]).unwrap();
+    assert!(report.contains("save it as UTF-8"), "{report}");
+}
+
+/// The same body submitted a week apart: two runs, not one run and one skipped by the ledger
+/// as a repeat of the first.
+#[tokio::test]
+async fn the_same_submission_on_another_day_is_another_run() {
+    let h = Harness::<Validator<Defaults>>::new("validate", CONFIG);
+    let body = "id,email\n1,a@b.co\n";
+    // 2024-05-01 and 2024-05-08, 08:00 UTC.
+    for (n, sent) in [(1, "1714550400000"), (2, "1715155200000")] {
+        let mut event = crate::testing::sqs_event(&[body]);
+        event.records[0].message_id = Some(format!("post-{n}"));
+        (event.records[0].attributes).insert("SentTimestamp".into(), sent.into());
+        let response = h.runner.handle_event(event).await;
+        assert!(response.batch_item_failures.is_empty());
+    }
+    let runs: std::collections::BTreeSet<(String, String)> = (h.emitted::<serde_json::Value>())
+        .iter()
+        .map(|e| (e.logical_date.to_string(), e.run_id.as_str().to_owned()))
+        .collect();
+    let dates: Vec<&str> = runs.iter().map(|(date, _)| date.as_str()).collect();
+    assert_eq!(dates, ["2024-05-01", "2024-05-08"], "{runs:?}");
+}
+
 /// Whether row `i` of [`many_keys`] is valid.
 fn valid(i: u64) -> bool {
     !i.is_multiple_of(11) && i % 37 != 5 && i % 41 != 7
