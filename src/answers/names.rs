@@ -167,8 +167,37 @@ fn check_production_word(
     }
 }
 
+/// The names the generated infrastructure gives resources of its own beside the steps'
+/// (`<client>-<env>-<name>`): the on-call topic, and the scheduler's and the submission
+/// API's IAM roles. A step with one of these names would share that name: SNS would
+/// silently make the notifier's topic the on-call one, and IAM would refuse the role.
+const INFRASTRUCTURE_NAMES: &[&str] = &["oncall", "sched", "api"];
+
+/// A step's name beyond the identifier rules: not a name of the infrastructure's own, and
+/// not ending in `-dlq`, which would be the name of another step's dead-letter queue.
+fn check_step_name(field: &'static str, value: &str) -> Result<(), AnswerError> {
+    let reason = if INFRASTRUCTURE_NAMES.contains(&value) {
+        "the generated infrastructure already names a resource of its own so \
+         (`oncall`, `sched` and `api` are taken); choose another name"
+    } else if value.ends_with("-dlq") {
+        "a name ending in -dlq is another step's dead-letter queue; choose another name"
+    } else {
+        return Ok(());
+    };
+    Err(AnswerError::Invalid {
+        field: field.to_string(),
+        value: value.to_string(),
+        reason: reason.to_string(),
+    })
+}
+
+/// Any other identifier has only the identifier rules.
+fn no_more_checks(_: &'static str, _: &str) -> Result<(), AnswerError> {
+    Ok(())
+}
+
 macro_rules! identifier_newtype {
-    ($(#[$doc:meta])* $name:ident, field = $field:literal, max = $max:literal, production_ok = $exact:literal) => {
+    ($(#[$doc:meta])* $name:ident, field = $field:literal, max = $max:literal, production_ok = $exact:literal, also = $also:path) => {
         $(#[$doc])*
         #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
         #[serde(try_from = "String", into = "String")]
@@ -194,6 +223,7 @@ macro_rules! identifier_newtype {
             fn try_from(value: String) -> Result<Self, Self::Error> {
                 check_identifier($field, &value, $max)?;
                 check_production_word($field, &value, $exact)?;
+                $also($field, &value)?;
                 Ok(Self(value))
             }
         }
@@ -221,15 +251,15 @@ macro_rules! identifier_newtype {
 
 identifier_newtype!(
     /// The client's name: the repository, crate prefix and AWS name prefix.
-    ClientName, field = "client", max = 63, production_ok = false
+    ClientName, field = "client", max = 63, production_ok = false, also = no_more_checks
 );
 identifier_newtype!(
     /// A step's name: its crate, queue and function suffix.
-    StepName, field = "step name", max = 40, production_ok = false
+    StepName, field = "step name", max = 40, production_ok = false, also = check_step_name
 );
 identifier_newtype!(
     /// A deployment environment such as `dev` or `prod`.
-    EnvName, field = "environment", max = 16, production_ok = true
+    EnvName, field = "environment", max = 16, production_ok = true, also = no_more_checks
 );
 
 impl EnvName {
@@ -276,6 +306,29 @@ mod tests {
             assert!(err.contains("client"), "{bad}: {err}");
             assert!(err.contains(why), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn step_names_the_infrastructure_uses_are_refused() {
+        for (bad, why) in [
+            ("oncall", "already names a resource"),
+            ("sched", "already names a resource"),
+            ("api", "already names a resource"),
+            ("import-dlq", "dead-letter queue"),
+        ] {
+            let err = StepName::try_from(bad).unwrap_err().to_string();
+            assert!(
+                err.contains("step name") && err.contains(why),
+                "{bad}: {err}"
+            );
+        }
+        for good in ["oncall-notify", "api-intake", "dlq-export", "import"] {
+            assert!(StepName::try_from(good).is_ok(), "{good}");
+        }
+        assert!(
+            ClientName::try_from("api").is_ok(),
+            "only step names share these"
+        );
     }
 
     #[test]

@@ -589,7 +589,23 @@ fn the_runbook_covers_alarms_redrive_replay_backfill_and_deploys() {
                 "terraform -chdir=infra/envs/{} plan",
                 env.as_str()
             )));
+            // The committed backend names a placeholder bucket `init` cannot use.
+            assert!(runbook.contains(&format!(
+                "terraform -chdir=infra/envs/{} init -backend-config=bucket=",
+                env.as_str()
+            )));
         }
+        // The log search finds what fills a DLQ: the runner logs a retried failure at
+        // WARN, and a timeout leaves only Lambda's own line.
+        let runner =
+            String::from_utf8(tree["vendor/etlgen-runtime/src/runner.rs"].clone()).unwrap();
+        assert!(
+            runner.contains(r#"tracing::warn!(error = %e, "message failed; it will be retried")"#)
+        );
+        assert!(
+            runbook.contains(r#"--filter-pattern '?WARN ?ERROR ?"Task timed out"'"#),
+            "{client}: the log search misses retried failures"
+        );
         let readme = String::from_utf8(tree["README.md"].clone()).unwrap();
         assert!(readme.contains("cargo xtask package --arch x86_64"));
         assert!(readme.contains("RUNBOOK.md#deploy-per-environment"));

@@ -29,6 +29,24 @@ pub fn redrive(args: Redrive) -> Result<()> {
                 );
                 return Ok(());
             }
+            // Only the local emulator lacks the call. Elsewhere a refusal means something an
+            // engineer must see (a move task already running on this DLQ, no permission,
+            // throttling): moving the messages by hand beside a running task would race it
+            // and, on a FIFO queue, interleave its groups.
+            Err(e) if args.target.env != "local" => {
+                return Err(anyhow::anyhow!(
+                    "{}",
+                    aws_sdk_sqs::error::DisplayErrorContext(e)
+                ))
+                .with_context(|| {
+                    format!(
+                        "starting the move of {}'s dead letters failed; if a move is already \
+                         running, `aws sqs list-message-move-tasks --source-arn {}` shows it, \
+                         and this command can be run again once it is done",
+                        args.step, step.dlq_arn
+                    )
+                });
+            }
             Err(e) => eprintln!(
                 "StartMessageMoveTask is not available here ({}); moving the messages one batch at a time instead.",
                 aws_sdk_sqs::error::DisplayErrorContext(e)
