@@ -2,13 +2,13 @@
 //!
 //! Accepted bodies: `{"logical_date": "YYYY-MM-DD", "records": [{…}, …]}`, a bare JSON
 //! array of objects, JSON lines, or CSV with a header row. Records are validated by the
-//! validator exactly like a file.
+//! validator exactly like a file, one by one: an element of the array that is not an object
+//! is one rejected row, not the whole submission.
 
 use serde::Deserialize;
 
 use crate::envelope::LogicalDate;
 use crate::error::StepError;
-use crate::kinds::Record;
 use crate::kinds::validator::Format;
 
 /// A parsed submission.
@@ -26,7 +26,7 @@ pub struct Submission {
 struct Wrapped {
     #[serde(default)]
     logical_date: Option<LogicalDate>,
-    records: Vec<Record>,
+    records: Vec<serde_json::Value>,
 }
 
 /// Parses a submission body.
@@ -36,11 +36,25 @@ pub fn parse_submission(body: &str) -> Result<Submission, StepError> {
         return Err(StepError::permanent("empty submission"));
     }
     let (logical_date, records) = if trimmed.starts_with('[') {
-        (None, serde_json::from_str::<Vec<Record>>(trimmed)?)
+        (
+            None,
+            serde_json::from_str::<Vec<serde_json::Value>>(trimmed)?,
+        )
     } else if trimmed.starts_with('{') {
-        match serde_json::from_str::<Wrapped>(trimmed) {
-            Ok(w) => (w.logical_date, w.records),
-            Err(_) => {
+        match serde_json::from_str::<serde_json::Value>(trimmed) {
+            // One object with `records` is the wrapped form, and its errors are its own:
+            // read as a JSON line instead, the whole envelope would become one bogus row.
+            Ok(serde_json::Value::Object(wrapped)) if wrapped.contains_key("records") => {
+                let w: Wrapped = serde_json::from_value(serde_json::Value::Object(wrapped))
+                    .map_err(|e| {
+                        StepError::permanent(format!(
+                            "submission {{\"logical_date\": …, \"records\": […]}} is invalid: \
+                             {e}; logical_date is YYYY-MM-DD and records an array"
+                        ))
+                    })?;
+                (w.logical_date, w.records)
+            }
+            _ => {
                 return Ok(Submission {
                     logical_date: None,
                     format: Format::Jsonl,
@@ -57,7 +71,7 @@ pub fn parse_submission(body: &str) -> Result<Submission, StepError> {
     };
     let mut lines = String::new();
     for record in records {
-        lines.push_str(&serde_json::Value::Object(record).to_string());
+        lines.push_str(&record.to_string());
         lines.push('\n');
     }
     Ok(Submission {
@@ -102,7 +116,27 @@ mod tests {
             Format::Csv
         );
         assert!(parse_submission("  ").is_err());
-        assert!(parse_submission("[1,2]").is_err());
+        assert!(parse_submission("[1,2").is_err(), "not JSON at all");
+    }
+
+    /// Each element is a row: the validator rejects the one that is no object and goes on.
+    #[test]
+    fn an_element_that_is_no_object_is_one_row() {
+        let s = parse_submission(r#"[{"id":1},5,{"id":2}]"#).unwrap();
+        assert_eq!(s.body, "{\"id\":1}\n5\n{\"id\":2}\n");
+        let wrapped = parse_submission(r#"{"records":[{"id":1},"x"]}"#).unwrap();
+        assert_eq!(wrapped.body, "{\"id\":1}\n\"x\"\n");
+    }
+
+    #[test]
+    fn a_wrapped_submission_with_a_bad_date_says_so() {
+        let err =
+            parse_submission(r#"{"logical_date":"2024-02-30","records":[{"id":1}]}"#).unwrap_err();
+        assert!(!err.is_retryable());
+        assert!(err.message().contains("YYYY-MM-DD"), "{err}");
+        // One object without `records` is one record, as a JSON line.
+        let single = parse_submission(r#"{"id":1,"logical_date":"x"}"#).unwrap();
+        assert_eq!((single.format, single.logical_date), (Format::Jsonl, None));
     }
 
     #[test]

@@ -335,8 +335,12 @@ async fn store_raw(
     match &input.payload {
         Source::Object { bucket, key } => {
             let raw = zones::raw(input.logical_date, &input.run_id, key);
-            // A replay reads the raw copy itself, which is already where it belongs.
-            if (bucket.as_str(), key.as_str()) != (cx.data_bucket(), raw.as_str()) {
+            // A replay reads the raw copy itself, which is already where it belongs. Once an
+            // attempt has copied the file, the copy is the run's input: a redelivery reads
+            // it, not whatever the landing key holds by then (a corrected file uploaded
+            // since is another run), nor fails because the client has removed the file.
+            let replay = (bucket.as_str(), key.as_str()) == (cx.data_bucket(), raw.as_str());
+            if !replay && !objects.list(cx.data_bucket(), &raw).await?.contains(&raw) {
                 objects.copy(bucket, key, cx.data_bucket(), &raw).await?;
             }
             let format: Settings = cx

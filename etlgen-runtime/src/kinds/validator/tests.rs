@@ -149,6 +149,35 @@ async fn a_header_that_is_not_utf8_rejects_the_file_at_once() {
     assert!(report.contains("save it as UTF-8"), "{report}");
 }
 
+/// A redelivery reads the raw copy its first attempt made, even if the landing key has
+/// been overwritten (a corrected file, which is a run of its own) or removed since.
+#[tokio::test]
+async fn a_redelivery_reads_the_raw_copy_not_the_landing_key_again() {
+    let h = Harness::<Validator<Defaults>>::new("validate", CONFIG);
+    let source = Source::Object {
+        bucket: "landing".into(),
+        key: "in/2024-05-01/file.csv".into(),
+    };
+    let input = h.envelope("file", source);
+    let raw = zones::raw(input.logical_date, &input.run_id, "in/2024-05-01/file.csv");
+    h.objects.insert("data", &raw, "id,email\n1,a@b.co\n");
+    h.objects
+        .insert("landing", "in/2024-05-01/file.csv", "id,email\n2,c@d.co\n");
+    assert!(h.deliver(&input).await.batch_item_failures.is_empty());
+    assert_eq!(
+        h.objects.text("data", &raw).as_deref(),
+        Some("id,email\n1,a@b.co\n"),
+        "the raw zone is written once"
+    );
+    let sent: Vec<String> = h.queue.sent().into_iter().map(|(_, m)| m.body).collect();
+    assert_eq!(sent.len(), 1);
+    assert!(
+        sent[0].contains("a@b.co") && !sent[0].contains("c@d.co"),
+        "{}",
+        sent[0]
+    );
+}
+
 /// The same body submitted a week apart: two runs, not one run and one skipped by the ledger
 /// as a repeat of the first.
 #[tokio::test]
