@@ -179,7 +179,7 @@ mod tests {
     }
 
     #[test]
-    fn envelope_errors_are_permanent() {
+    fn malformed_envelopes_are_permanent() {
         let err = crate::Envelope::<u8>::from_json("nope").unwrap_err();
         assert!(!StepError::from(err).is_retryable());
     }

@@ -801,3 +801,56 @@ async fn a_500_creating_the_list_releases_its_claim() {
         "the refused create and the one that made the list"
     );
 }
+
+/// A client's `landing_key` without the copy id (one key per file name and day): an
+/// object already there may be an older version, so a replaced file is uploaded again
+/// rather than taken as copied.
+#[derive(Debug, Default)]
+struct FlatLandingKey;
+impl sources::sftp::Hooks for FlatLandingKey {
+    fn landing_key(
+        &self,
+        file: &RemoteFile,
+        tick: &Envelope<serde_json::Value>,
+        settings: &sources::Settings,
+    ) -> String {
+        let name = file.path.rsplit('/').next().unwrap_or_default();
+        format!("{}{}/{name}", settings.landing_prefix, tick.logical_date)
+    }
+}
+
+#[tokio::test]
+async fn a_replaced_file_under_a_key_without_its_copy_id_is_uploaded_again() {
+    let h = Harness::<sources::SftpPoller<FlatLandingKey>>::new(
+        "poll",
+        "[pipeline]\nname='acme'\ndata_bucket='data'\n[steps.poll]\nremote_dir='/out'\n",
+    );
+    let tick = |n: u32| {
+        let mut event = etlgen_runtime::testing::sqs_event(&["{}"]);
+        event.records[0].message_id = Some(format!("tick-{n}"));
+        event
+    };
+    h.sftp.insert("/out/a.csv", "id\n1\n", 100);
+    assert!(
+        h.runner
+            .handle_event(tick(1))
+            .await
+            .batch_item_failures
+            .is_empty()
+    );
+    h.sftp.insert("/out/a.csv", "id\n1\n2\n", 200);
+    assert!(
+        h.runner
+            .handle_event(tick(2))
+            .await
+            .batch_item_failures
+            .is_empty()
+    );
+    assert_eq!(
+        h.objects
+            .text("data", "landing/2024-05-01/a.csv")
+            .as_deref(),
+        Some("id\n1\n2\n"),
+        "the new version landed"
+    );
+}

@@ -42,9 +42,17 @@ pub fn parse_submission(body: &str) -> Result<Submission, StepError> {
         )
     } else if trimmed.starts_with('{') {
         match serde_json::from_str::<serde_json::Value>(trimmed) {
-            // One object with `records` is the wrapped form, and its errors are its own:
-            // read as a JSON line instead, the whole envelope would become one bogus row.
-            Ok(serde_json::Value::Object(wrapped)) if wrapped.contains_key("records") => {
+            // One object of an array `records` and at most a `logical_date` is the wrapped
+            // form, and its errors are its own: read as a JSON line instead, the whole
+            // envelope would become one bogus row. Any other object is a record.
+            Ok(serde_json::Value::Object(wrapped))
+                if wrapped
+                    .get("records")
+                    .is_some_and(serde_json::Value::is_array)
+                    && wrapped
+                        .keys()
+                        .all(|k| k == "records" || k == "logical_date") =>
+            {
                 let w: Wrapped = serde_json::from_value(serde_json::Value::Object(wrapped))
                     .map_err(|e| {
                         StepError::permanent(format!(
@@ -134,9 +142,20 @@ mod tests {
             parse_submission(r#"{"logical_date":"2024-02-30","records":[{"id":1}]}"#).unwrap_err();
         assert!(!err.is_retryable());
         assert!(err.message().contains("YYYY-MM-DD"), "{err}");
-        // One object without `records` is one record, as a JSON line.
-        let single = parse_submission(r#"{"id":1,"logical_date":"x"}"#).unwrap();
-        assert_eq!((single.format, single.logical_date), (Format::Jsonl, None));
+        // Any other object is one record, as a JSON line: one without `records`, or whose
+        // `records` is a field of its own.
+        for record in [
+            r#"{"id":1,"logical_date":"x"}"#,
+            r#"{"id":1,"records":5}"#,
+            r#"{"id":1,"records":[1,2]}"#,
+        ] {
+            let single = parse_submission(record).unwrap();
+            assert_eq!(
+                (single.format, single.logical_date, single.body.as_str()),
+                (Format::Jsonl, None, record),
+                "{record}"
+            );
+        }
     }
 
     #[test]

@@ -73,8 +73,9 @@ pub trait Hooks: Send + Sync + 'static {
         select(file, settings)
     }
 
-    /// Where a copied file lands. A key that exists already counts as this file copied, so
-    /// the key must change with the file's [`copy_id`].
+    /// Where a copied file lands. A key that holds the file's [`copy_id`] and exists
+    /// already counts as this version copied (by an attempt that died before its marker);
+    /// a key without it is uploaded to every time the file is copied.
     ///
     /// By default `<landing_prefix><logical_date>/<copy id>/<file name>`; see
     /// [`landing_key`].
@@ -240,12 +241,8 @@ impl<H: Hooks> SftpPoller<H> {
         bucket: &str,
     ) -> Result<(), StepError> {
         let (sftp, objects) = (&cx.services().sftp, &cx.services().objects);
-        let marker = format!(
-            "state/{}/{}/copied/{}",
-            tick.pipeline,
-            cx.step_name(),
-            copy_id(&tick.pipeline, file)
-        );
+        let id = copy_id(&tick.pipeline, file);
+        let marker = format!("state/{}/{}/copied/{id}", tick.pipeline, cx.step_name());
         if read_small(&**objects, cx.data_bucket(), &marker)
             .await?
             .is_some()
@@ -253,7 +250,10 @@ impl<H: Hooks> SftpPoller<H> {
             return Ok(());
         }
         let key = self.hooks.landing_key(file, tick, &self.settings);
-        if objects.list(bucket, &key).await?.contains(&key) {
+        // Only a key naming this version says the object is this version's: a hook's key
+        // without the id may hold an older version of the file.
+        let versioned = key.contains(id.as_str());
+        if versioned && objects.list(bucket, &key).await?.contains(&key) {
             tracing::info!(remote = %file.path, landing = %key, "landed by an earlier attempt");
         } else {
             // Streamed: a client file of any size is copied with one part in memory.

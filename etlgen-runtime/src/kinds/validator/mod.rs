@@ -171,11 +171,10 @@ pub fn parse_source(
         let date = s3::date_in_key(&event.key)
             .or(event.event_date)
             .ok_or_else(|| StepError::permanent("S3 event without a date"))?;
-        // The date is part of the run's identity: the same bytes under the same key on
-        // another day (a weekly file whose key has no date, with an unencrypted ETag) are
-        // that day's run, not a repeat of last week's for the ledger to skip.
+        // The identity must stay what it was for every message already sent: a change
+        // would make a redriven message a new run, repeating its first attempt's effects.
         let identity = format!(
-            "{date}:s3://{}/{}@{}",
+            "s3://{}/{}@{}",
             event.bucket,
             event.key,
             event.etag.as_deref().unwrap_or("")
@@ -200,8 +199,11 @@ pub fn parse_source(
         .ok_or_else(|| {
             StepError::permanent("submission has no logical_date and no SentTimestamp")
         })?;
-    // As for a file: the same body submitted on another day is that day's run.
-    let run = RunId::derive(pipeline, &format!("http:{date}:{}", message.body));
+    // The body alone: a bare body's date comes from `SentTimestamp`, which a redrive
+    // renews, so a date in the identity would make a redriven submission a second run. The
+    // same bare body sent again is the same run; the wrapped form's `logical_date` is in
+    // the body, so a submission for another day is another run.
+    let run = RunId::derive(pipeline, &format!("http:{}", message.body));
     let source = Source::Inline {
         format: submission.format,
         body: submission.body,

@@ -178,14 +178,26 @@ async fn a_redelivery_reads_the_raw_copy_not_the_landing_key_again() {
     );
 }
 
-/// The same body submitted a week apart: two runs, not one run and one skipped by the ledger
-/// as a repeat of the first.
+/// A submission is named by its body. Sent again a week later (or redriven from the DLQ,
+/// which renews `SentTimestamp`), a bare body is the same run, which the ledger skips
+/// rather than repeating its effects; the wrapped form names its date, so a submission for
+/// another day is another run.
 #[tokio::test]
-async fn the_same_submission_on_another_day_is_another_run() {
+async fn a_submission_is_the_same_run_until_its_body_names_another_day() {
     let h = Harness::<Validator<Defaults>>::new("validate", CONFIG);
-    let body = "id,email\n1,a@b.co\n";
+    let bare = "id,email\n1,a@b.co\n";
+    let wrapped = |date: &str| {
+        format!(r#"{{"logical_date":"{date}","records":[{{"id":1,"email":"a@b.co"}}]}}"#)
+    };
+    let (first, second) = (wrapped("2024-05-01"), wrapped("2024-05-08"));
     // 2024-05-01 and 2024-05-08, 08:00 UTC.
-    for (n, sent) in [(1, "1714550400000"), (2, "1715155200000")] {
+    let sends = [
+        (bare, "1714550400000"),
+        (bare, "1715155200000"),
+        (&first, "1714550400000"),
+        (&second, "1714550400000"),
+    ];
+    for (n, (body, sent)) in sends.into_iter().enumerate() {
         let mut event = crate::testing::sqs_event(&[body]);
         event.records[0].message_id = Some(format!("post-{n}"));
         (event.records[0].attributes).insert("SentTimestamp".into(), sent.into());
@@ -194,10 +206,15 @@ async fn the_same_submission_on_another_day_is_another_run() {
     }
     let runs: std::collections::BTreeSet<(String, String)> = (h.emitted::<serde_json::Value>())
         .iter()
-        .map(|e| (e.logical_date.to_string(), e.run_id.as_str().to_owned()))
+        .map(|e| (e.run_id.as_str().to_owned(), e.logical_date.to_string()))
         .collect();
-    let dates: Vec<&str> = runs.iter().map(|(date, _)| date.as_str()).collect();
-    assert_eq!(dates, ["2024-05-01", "2024-05-08"], "{runs:?}");
+    let mut dates: Vec<&str> = runs.iter().map(|(_, date)| date.as_str()).collect();
+    dates.sort();
+    assert_eq!(
+        dates,
+        ["2024-05-01", "2024-05-01", "2024-05-08"],
+        "the bare body once, each wrapped date once: {runs:?}"
+    );
 }
 
 /// Whether row `i` of [`many_keys`] is valid.

@@ -6,6 +6,8 @@ use etlgen_runtime::local::aws_sdk_sqs::types::{
     DeleteMessageBatchRequestEntry, MessageSystemAttributeName, SendMessageBatchRequestEntry,
 };
 
+use etlgen_runtime::step::SEND_BATCH_BYTES;
+
 use super::{Env, Redrive, block_on};
 
 pub fn redrive(args: Redrive) -> Result<()> {
@@ -34,18 +36,15 @@ pub fn redrive(args: Redrive) -> Result<()> {
             // throttling): moving the messages by hand beside a running task would race it
             // and, on a FIFO queue, interleave its groups.
             Err(e) if args.target.env != "local" => {
-                return Err(anyhow::anyhow!(
-                    "{}",
-                    aws_sdk_sqs::error::DisplayErrorContext(e)
-                ))
-                .with_context(|| {
-                    format!(
-                        "starting the move of {}'s dead letters failed; if a move is already \
+                return Err(anyhow::anyhow!("{}", aws_sdk_sqs::error::DisplayErrorContext(e)))
+                    .with_context(|| {
+                        format!(
+                            "starting the move of {}'s dead letters failed; if a move is already \
                          running, `aws sqs list-message-move-tasks --source-arn {}` shows it, \
                          and this command can be run again once it is done",
-                        args.step, step.dlq_arn
-                    )
-                });
+                            args.step, step.dlq_arn
+                        )
+                    });
             }
             Err(e) => eprintln!(
                 "StartMessageMoveTask is not available here ({}); moving the messages one batch at a time instead.",
@@ -103,19 +102,21 @@ async fn move_messages(sqs: &aws_sdk_sqs::Client, from: &str, to: &str) -> Resul
             }
             sends.push(entry.build()?);
         }
-        let sent = sqs
-            .send_message_batch()
-            .queue_url(to)
-            .set_entries(Some(sends))
-            .send()
-            .await
-            .map_err(crate::sdk_error)
-            .with_context(|| format!("sending to {to}"))?;
-        ensure!(
-            sent.failed().is_empty(),
-            "{} messages could not be sent to {to}; they stay in {from}",
-            sent.failed().len()
-        );
+        for batch in by_payload(sends) {
+            let sent = sqs
+                .send_message_batch()
+                .queue_url(to)
+                .set_entries(Some(batch))
+                .send()
+                .await
+                .map_err(crate::sdk_error)
+                .with_context(|| format!("sending to {to}"))?;
+            ensure!(
+                sent.failed().is_empty(),
+                "{} messages could not be sent to {to}; they stay in {from}",
+                sent.failed().len()
+            );
+        }
         let deletes = messages
             .iter()
             .enumerate()
@@ -137,4 +138,49 @@ async fn move_messages(sqs: &aws_sdk_sqs::Client, from: &str, to: &str) -> Resul
         moved += messages.len() as u64;
     }
     Ok(moved)
+}
+
+/// `entries` in order, cut so that no `SendMessageBatch` carries more than SQS's payload
+/// limit: ten large step outputs, received together, are over it.
+fn by_payload(
+    entries: Vec<SendMessageBatchRequestEntry>,
+) -> Vec<Vec<SendMessageBatchRequestEntry>> {
+    let mut batches: Vec<Vec<SendMessageBatchRequestEntry>> = Vec::new();
+    let mut bytes = 0;
+    for entry in entries {
+        let size = entry.message_body().len();
+        match batches.last_mut() {
+            Some(batch) if bytes + size <= SEND_BATCH_BYTES => {
+                bytes += size;
+                batch.push(entry);
+            }
+            _ => {
+                bytes = size;
+                batches.push(vec![entry]);
+            }
+        }
+    }
+    batches
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_stay_under_the_payload_limit_in_order() {
+        let entry = |id: usize, bytes: usize| {
+            SendMessageBatchRequestEntry::builder()
+                .id(id.to_string())
+                .message_body("x".repeat(bytes))
+                .build()
+                .unwrap()
+        };
+        let big = SEND_BATCH_BYTES / 3;
+        let batches = by_payload((0..10).map(|i| entry(i, big)).collect());
+        let ids: Vec<Vec<&str>> =
+            batches.iter().map(|b| b.iter().map(|e| e.id()).collect()).collect();
+        assert_eq!(ids, [vec!["0", "1", "2"], vec!["3", "4", "5"], vec!["6", "7", "8"], vec!["9"]]);
+        assert_eq!(by_payload((0..10).map(|i| entry(i, 10)).collect()).len(), 1);
+    }
 }
