@@ -73,9 +73,11 @@ pub trait Hooks: Send + Sync + 'static {
         select(file, settings)
     }
 
-    /// Where a copied file lands. A key that holds the file's [`copy_id`] and exists
-    /// already counts as this version copied (by an attempt that died before its marker);
-    /// a key without it is uploaded to every time the file is copied.
+    /// Where a copied file lands.
+    ///
+    /// A key that holds the file's [`copy_id`] and exists already counts as this version
+    /// copied (by an attempt that died before its marker); a key without it is uploaded to
+    /// every time the file is copied.
     ///
     /// By default `<landing_prefix><logical_date>/<copy id>/<file name>`; see
     /// [`landing_key`].
