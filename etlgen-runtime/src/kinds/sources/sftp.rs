@@ -115,10 +115,13 @@ pub fn landing_key(
     )
 }
 
-/// One version of a remote file: its path, size and modification time.
-pub fn copy_id(pipeline: &str, file: &RemoteFile) -> RunId {
+/// The id of one version of a remote file (its path, size and modification time): a
+/// UUID, the same for every tick that sees that version. It names the version's marker and,
+/// by default, its landing folder.
+pub fn copy_id(pipeline: &str, file: &RemoteFile) -> String {
     let version = format!("{}@{}@{}", file.path, file.size, file.modified);
-    RunId::derive(pipeline, &version)
+    // A run id's derivation, as the markers of files copied before have always been named.
+    RunId::derive(pipeline, &version).as_str().to_owned()
 }
 
 /// Whether `file` was modified less than `settle_seconds` before `now` (seconds since the
@@ -254,7 +257,7 @@ impl<H: Hooks> SftpPoller<H> {
         let key = self.hooks.landing_key(file, tick, &self.settings);
         // Only a key naming this version says the object is this version's: a hook's key
         // without the id may hold an older version of the file.
-        let versioned = key.contains(id.as_str());
+        let versioned = key.contains(&id);
         if versioned && objects.list(bucket, &key).await?.contains(&key) {
             tracing::info!(remote = %file.path, landing = %key, "landed by an earlier attempt");
         } else {
