@@ -381,6 +381,15 @@ impl Sftp for MemorySftp {
     }
 }
 
+/// An SQS event of one message, with the id `message_id`: a message of its own, as a
+/// schedule's next tick is. [`sqs_event`] numbers its messages from `message-1` in every
+/// event, so two of its events are one message delivered twice, which the ledger skips.
+pub fn sqs_message(message_id: &str, body: &str) -> SqsEvent {
+    let mut event = sqs_event(&[body]);
+    event.records[0].message_id = Some(message_id.to_owned());
+    event
+}
+
 /// An SQS event with one message per body, as Lambda would deliver it.
 pub fn sqs_event(bodies: &[&str]) -> SqsEvent {
     let mut event = SqsEvent::default();

@@ -825,11 +825,7 @@ async fn a_replaced_file_under_a_key_without_its_copy_id_is_uploaded_again() {
         "poll",
         "[pipeline]\nname='acme'\ndata_bucket='data'\n[steps.poll]\nremote_dir='/out'\n",
     );
-    let tick = |n: u32| {
-        let mut event = etlgen_runtime::testing::sqs_event(&["{}"]);
-        event.records[0].message_id = Some(format!("tick-{n}"));
-        event
-    };
+    let tick = |n: u32| etlgen_runtime::testing::sqs_message(&format!("tick-{n}"), "{}");
     h.sftp.insert("/out/a.csv", "id\n1\n", 100);
     assert!(
         h.runner

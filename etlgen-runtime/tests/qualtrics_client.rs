@@ -34,6 +34,29 @@ fn post_distributions() -> MockBuilder {
     Mock::given(method("POST")).and(path("/API/v3/distributions"))
 }
 
+/// `POST /distributions` refusing the token `old` with `refusal`, `refused` times, and
+/// creating a distribution for the token `new`, `created` times: a secret rotated under a
+/// warm client.
+async fn mount_rotation(
+    server: &MockServer,
+    refusal: ResponseTemplate,
+    refused: u64,
+    created: u64,
+) {
+    post_distributions()
+        .and(header("X-API-TOKEN", "old"))
+        .respond_with(refusal)
+        .expect(refused)
+        .mount(server)
+        .await;
+    post_distributions()
+        .and(header("X-API-TOKEN", "new"))
+        .respond_with(ok(json!({"id": "EMD_1"})))
+        .expect(created)
+        .mount(server)
+        .await;
+}
+
 /// The OAuth token endpoint's answer issuing `token`.
 fn issued(token: &str) -> ResponseTemplate {
     ResponseTemplate::new(200).set_body_json(json!({"access_token": token, "expires_in": 3600}))
@@ -510,18 +533,7 @@ fn rotated(value: &'static str) -> std::sync::Arc<Rotated> {
 #[tokio::test]
 async fn a_rotated_token_is_read_again_and_the_refused_request_sent_with_it() {
     let server = MockServer::start().await;
-    post_distributions()
-        .and(header("X-API-TOKEN", "old"))
-        .respond_with(error(401, "AUTHENTICATION_FAILED"))
-        .expect(1)
-        .mount(&server)
-        .await;
-    post_distributions()
-        .and(header("X-API-TOKEN", "new"))
-        .respond_with(ok(json!({"id": "EMD_1"})))
-        .expect(2)
-        .mount(&server)
-        .await;
+    mount_rotation(&server, error(401, "AUTHENTICATION_FAILED"), 1, 2).await;
     let store = rotated(r#"{"api_token":"new"}"#);
     let client = client(&server, "", "old").rereading(store.clone(), "client-x/dev/qualtrics");
     client.send(distribution()).await.unwrap();
@@ -598,18 +610,8 @@ async fn rotated_oauth_credentials_are_read_again_when_the_token_endpoint_refuse
 #[tokio::test]
 async fn requests_refused_together_share_one_read_of_the_secret() {
     let server = MockServer::start().await;
-    post_distributions()
-        .and(header("X-API-TOKEN", "old"))
-        .respond_with(error(401, "AUTHENTICATION_FAILED").set_delay(Duration::from_millis(200)))
-        .expect(2)
-        .mount(&server)
-        .await;
-    post_distributions()
-        .and(header("X-API-TOKEN", "new"))
-        .respond_with(ok(json!({"id": "EMD_1"})))
-        .expect(2)
-        .mount(&server)
-        .await;
+    let slow_refusal = error(401, "AUTHENTICATION_FAILED").set_delay(Duration::from_millis(200));
+    mount_rotation(&server, slow_refusal, 2, 2).await;
     let store = rotated(r#"{"api_token":"new"}"#);
     let client = client(&server, "", "old").rereading(store.clone(), "client-x/dev/qualtrics");
     let (a, b) = tokio::join!(client.send(distribution()), client.send(distribution()));

@@ -12,7 +12,7 @@ use etlgen_runtime::kinds::sources::{Hooks, SftpPoller};
 use etlgen_runtime::ports::{QualtricsApi, Services, Sftp, Unconfigured};
 use etlgen_runtime::runner::Runner;
 use etlgen_runtime::sftp::SftpClient;
-use etlgen_runtime::testing::{MemoryNotifications, MemoryObjectStore, MemoryQueue, sqs_event};
+use etlgen_runtime::testing::{MemoryNotifications, MemoryObjectStore, MemoryQueue, sqs_message};
 use russh::keys::HashAlg;
 use russh::server::{Auth, ChannelOpenHandle, Msg, Server as _, Session};
 use russh::{Channel, ChannelId};
@@ -417,11 +417,7 @@ async fn the_poller_copies_new_files_to_landing_once() {
         sftp: client,
     };
     let runner = Runner::<SftpPoller<Defaults>>::new("poll", config, services).unwrap();
-    let tick = |n: u32| {
-        let mut event = sqs_event(&["{}"]);
-        event.records[0].message_id = Some(format!("tick-{n}"));
-        event
-    };
+    let tick = |n: u32| sqs_message(&format!("tick-{n}"), "{}");
     assert!(
         runner
             .handle_event(tick(1))

@@ -177,8 +177,8 @@ const INFRASTRUCTURE_NAMES: &[&str] = &["oncall", "sched", "api"];
 /// not ending in `-dlq`, which would be the name of another step's dead-letter queue.
 fn check_step_name(field: &'static str, value: &str) -> Result<(), AnswerError> {
     let reason = if INFRASTRUCTURE_NAMES.contains(&value) {
-        "the generated infrastructure already names a resource of its own so \
-         (`oncall`, `sched` and `api` are taken); choose another name"
+        "the generated infrastructure already names a resource of its own this way \
+         (`<client>-<env>-oncall`, `-sched` and `-api` are taken); choose another name"
     } else if value.ends_with("-dlq") {
         "a name ending in -dlq is another step's dead-letter queue; choose another name"
     } else {

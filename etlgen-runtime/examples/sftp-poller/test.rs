@@ -58,8 +58,7 @@ fn harness() -> Harness<SftpPoller<hooks::ClientHooks>> {
 /// Delivers schedule tick number `n`: each tick is a message of its own, as EventBridge
 /// Scheduler sends them; the failed message ids.
 async fn tick(h: &Harness<SftpPoller<hooks::ClientHooks>>, n: u32) -> usize {
-    let mut event = etlgen_runtime::testing::sqs_event(&["{}"]);
-    event.records[0].message_id = Some(format!("tick-{n}"));
+    let event = etlgen_runtime::testing::sqs_message(&format!("tick-{n}"), "{}");
     h.runner.handle_event(event).await.batch_item_failures.len()
 }
 

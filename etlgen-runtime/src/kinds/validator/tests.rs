@@ -198,8 +198,7 @@ async fn a_submission_is_the_same_run_until_its_body_names_another_day() {
         (&second, "1714550400000"),
     ];
     for (n, (body, sent)) in sends.into_iter().enumerate() {
-        let mut event = crate::testing::sqs_event(&[body]);
-        event.records[0].message_id = Some(format!("post-{n}"));
+        let mut event = crate::testing::sqs_message(&format!("post-{n}"), body);
         (event.records[0].attributes).insert("SentTimestamp".into(), sent.into());
         let response = h.runner.handle_event(event).await;
         assert!(response.batch_item_failures.is_empty());
