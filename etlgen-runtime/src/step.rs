@@ -167,6 +167,11 @@ pub const SEND_BATCH_MAX: usize = 10;
 /// emulators and queues created with the old `MaximumMessageSize` keep the lower one.
 pub const SEND_BATCH_BYTES: usize = 256 << 10;
 
+/// The largest message body a step sends: [`SEND_BATCH_BYTES`], the `MaximumMessageSize`
+/// of the generated queues (Terraform's default). A larger output is refused before
+/// anything is sent, with an error saying what to lower, instead of SQS's 400 midway.
+pub const MAX_MESSAGE_BYTES: usize = SEND_BATCH_BYTES;
+
 /// Whether `next` may join `batch` in one `SendMessageBatch`: at most [`SEND_BATCH_MAX`]
 /// messages whose bodies add up to at most [`SEND_BATCH_BYTES`]. A message over that on its
 /// own goes alone.
@@ -336,6 +341,15 @@ impl StepContext {
             let body = copy
                 .to_json_with_payload(payload_json)
                 .map_err(|e| StepError::permanent("output is not serializable").with_source(e))?;
+            if body.len() > MAX_MESSAGE_BYTES {
+                return Err(StepError::permanent(format!(
+                    "the output {:?} for step {:?} is {} bytes, over SQS's message limit of \
+                     {MAX_MESSAGE_BYTES}; emit smaller outputs (a validator's batch_size)",
+                    copy.record_key,
+                    copy.step,
+                    body.len()
+                )));
+            }
             let message = OutgoingMessage {
                 id: format!("m{}", copy.idempotency_key.uuid().simple()),
                 body,
@@ -502,6 +516,26 @@ mod tests {
             .map(|(_, m)| Envelope::<String>::from_json(&m.body).unwrap().record_key)
             .collect();
         assert_eq!(keys, (0..10).map(|i| format!("k{i}")).collect::<Vec<_>>());
+    }
+
+    /// An output over SQS's message limit is refused before anything is sent, naming the
+    /// output and what to lower, as a permanent error (SQS would answer with a 400).
+    #[tokio::test]
+    async fn an_output_over_the_message_limit_is_refused_before_sending() {
+        let (cx, queue) = context("next_queue_url='https://sqs.test/t'");
+        let input = envelope("acme", "s");
+        let error = cx
+            .emit(&cx.next_envelope(&input, "big", "x".repeat(MAX_MESSAGE_BYTES)))
+            .await
+            .unwrap_err();
+        assert!(!error.is_retryable());
+        let text = error.to_string();
+        assert!(
+            text.contains("\"big\"") && text.contains("batch_size"),
+            "{text}"
+        );
+        cx.flush().await.unwrap();
+        assert!(queue.sent().is_empty());
     }
 
     #[test]

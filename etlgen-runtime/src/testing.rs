@@ -284,7 +284,7 @@ impl Queue for MemoryQueue {
         }
         // As SQS answers a batch over its payload limit: a 400, which is permanent.
         let bytes: usize = messages.iter().map(|m| m.body.len()).sum();
-        if messages.len() > 1 && bytes > crate::step::SEND_BATCH_BYTES {
+        if bytes > crate::step::SEND_BATCH_BYTES {
             return Err(StepError::from_status(
                 400,
                 format!("BatchRequestTooLong: {bytes} bytes in one SendMessageBatch"),

@@ -64,7 +64,8 @@ pub struct Settings {
     /// Where dedup past `dedup_memory_kb` spills; the system temp directory (`/tmp` on
     /// Lambda, its ephemeral storage) by default.
     pub temp_dir: Option<PathBuf>,
-    /// Records per output batch.
+    /// Records per output batch, at most: a batch whose JSON is over SQS's message limit
+    /// goes as parts that fit (`batch-000001.1`, `.2`, …).
     pub batch_size: usize,
     /// Rejected rows per report object.
     pub report_rows: usize,

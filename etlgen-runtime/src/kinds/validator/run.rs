@@ -27,7 +27,8 @@ pub(super) struct RunState<'a, H> {
     compact: Option<(Plan, CompactBatch)>,
     known: Known,
     batches: u64,
-    pending: Vec<Output<Payload>>,
+    /// The last batch cut, serialized: held back until the manifest is written.
+    pending: Vec<Output<String>>,
     emitted: u64,
     valid: u64,
     rejected: u64,
@@ -266,7 +267,11 @@ impl<'a, H: Hooks> RunState<'a, H> {
     }
 
     async fn send_previous(&mut self, outputs: Vec<Output<Payload>>) -> Result<(), StepError> {
-        let previous = std::mem::replace(&mut self.pending, outputs);
+        let mut serialized = Vec::with_capacity(outputs.len());
+        for output in outputs {
+            fit_message(output, &mut serialized)?;
+        }
+        let previous = std::mem::replace(&mut self.pending, serialized);
         self.emitted += previous.len() as u64;
         emit_payloads(self.input, previous, self.cx).await
     }
@@ -348,19 +353,78 @@ impl<'a, H: Hooks> RunState<'a, H> {
     }
 }
 
-/// Sends each output, its payload serialized once for every reader (`Payload::to_json`).
+/// The most bytes of a batch's JSON: SQS's message limit less room for the envelope
+/// around it (its keys and names, well under 4 KiB).
+const BATCH_BYTES: usize = crate::step::MAX_MESSAGE_BYTES - (4 << 10);
+
+/// Serializes `output`, once for every reader (`Payload::to_json`), into `into`; a batch
+/// whose JSON is over [`BATCH_BYTES`] goes as parts, `<key>.1`, `<key>.2`, …, halved until
+/// each fits. `batch_size` counts rows, and a few hundred wide rows are over SQS's limit,
+/// which would refuse the batch with a 400 and stall the run's fan-in. The parts are the
+/// same on every delivery of the file, and the manifest counts them.
+fn fit_message(output: Output<Payload>, into: &mut Vec<Output<String>>) -> Result<(), StepError> {
+    let serialize = |payload: &Payload| {
+        payload
+            .to_json()
+            .map_err(|e| StepError::permanent("output is not serializable").with_source(e))
+    };
+    let json = serialize(&output.payload)?;
+    if json.len() <= BATCH_BYTES {
+        into.push(Output::new(output.record_key, json));
+        return Ok(());
+    }
+    let records = match output.payload {
+        Payload::Records(batch) => batch.records,
+        Payload::Compact(batch) => batch.into_records().records,
+    };
+    let mut parts = Vec::new();
+    halve(&records, &mut parts)?;
+    for (number, json) in parts.into_iter().enumerate() {
+        into.push(Output::new(
+            format!("{}.{}", output.record_key, number + 1),
+            json,
+        ));
+    }
+    Ok(())
+}
+
+/// Appends the JSON of `records` as a `RecordBatch` to `parts`, split in halves until
+/// each fits.
+fn halve(records: &[Record], parts: &mut Vec<String>) -> Result<(), StepError> {
+    #[derive(serde::Serialize)]
+    struct Batch<'a> {
+        records: &'a [Record],
+    }
+    let json = serde_json::to_string(&Batch { records })
+        .map_err(|e| StepError::permanent("output is not serializable").with_source(e))?;
+    if json.len() <= BATCH_BYTES {
+        parts.push(json);
+        return Ok(());
+    }
+    if records.len() < 2 {
+        return Err(StepError::permanent(format!(
+            "a record is {} bytes as JSON, over the {BATCH_BYTES} an SQS message leaves for \
+             it; the file's rows must be smaller",
+            json.len()
+        )));
+    }
+    let (first, second) = records.split_at(records.len() / 2);
+    halve(first, parts)?;
+    halve(second, parts)
+}
+
+/// Sends each serialized output.
 async fn emit_payloads(
     input: &Envelope<Source>,
-    outputs: Vec<Output<Payload>>,
+    outputs: Vec<Output<String>>,
     cx: &StepContext,
 ) -> Result<(), StepError> {
     for output in outputs {
-        let json = output
-            .payload
-            .to_json()
-            .map_err(|e| StepError::permanent("output is not serializable").with_source(e))?;
-        cx.emit_json(&cx.next_envelope(input, output.record_key, ()), &json)
-            .await?;
+        cx.emit_json(
+            &cx.next_envelope(input, output.record_key, ()),
+            &output.payload,
+        )
+        .await?;
     }
     Ok(())
 }

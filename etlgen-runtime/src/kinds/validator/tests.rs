@@ -3,6 +3,7 @@
 //! dedup past its memory budget gives what the in-memory set gives.
 
 use super::*;
+use crate::kinds::RunManifest;
 use crate::testing::Harness;
 
 const CONFIG: &str = r#"
@@ -408,4 +409,85 @@ async fn an_unwritable_temp_dir_fails_the_run_for_a_retry() {
     let response = h.deliver(&h.envelope("file", source)).await;
     assert_eq!(response.batch_item_failures.len(), 1);
     assert!(h.queue.sent().is_empty());
+}
+
+/// `rows` rows of `width` bytes of text each, keyed 1 to `rows`.
+fn wide_rows(rows: usize, width: usize) -> String {
+    let mut file = String::from("id,email,note\n");
+    for id in 1..=rows {
+        file.push_str(&format!("{id},r{id}@b.co,{}\n", "n".repeat(width)));
+    }
+    file
+}
+
+const WIDE: &str = r#"
+[pipeline]
+name = "acme"
+data_bucket = "data"
+[steps.validate]
+next_step = "load"
+next_queue_url = "https://sqs.test/load"
+batch_size = 1000
+primary_key = "id"
+columns = [{ name = "id", type = "integer", required = true }]
+"#;
+
+/// 700 rows of 2 KB are 1.4 MB in one batch of `batch_size = 1000`, over SQS's message
+/// limit: the batch goes as parts that fit, every row once and in order, and the manifest
+/// counts the parts, so the fan-in waits for each.
+#[tokio::test]
+async fn a_batch_over_the_message_limit_goes_as_parts() {
+    let file = wide_rows(700, 2_000);
+    let compact = run_config::<Defaults>(WIDE, &file).await;
+    assert!(compact == run_config::<BatchesAsRecords>(WIDE, &file).await);
+    let (bodies, objects) = compact;
+    assert!(bodies.len() > 1, "{} messages", bodies.len());
+    let mut ids = Vec::new();
+    let mut keys = Vec::new();
+    for body in &bodies {
+        assert!(
+            body.len() <= crate::step::MAX_MESSAGE_BYTES,
+            "{}",
+            body.len()
+        );
+        let envelope = Envelope::<RecordBatch>::from_json(body).unwrap();
+        keys.push(envelope.record_key);
+        ids.extend(
+            envelope
+                .payload
+                .records
+                .iter()
+                .map(|r| r["id"].as_i64().unwrap()),
+        );
+    }
+    assert_eq!(ids, (1..=700).collect::<Vec<_>>());
+    let expected: Vec<String> = (1..=bodies.len())
+        .map(|part| format!("batch-000001.{part}"))
+        .collect();
+    assert_eq!(keys, expected);
+    let manifest = objects
+        .iter()
+        .find(|(key, _)| key.ends_with("/manifest.json"))
+        .map(|(_, text)| serde_json::from_str::<RunManifest>(text).unwrap())
+        .unwrap();
+    assert_eq!(manifest.batches, bodies.len() as u64);
+}
+
+/// A single row too large for any message rejects the file, saying so, and sends nothing.
+#[tokio::test]
+async fn a_row_over_the_message_limit_rejects_the_file() {
+    let h = Harness::<Validator<Defaults>>::new("validate", WIDE);
+    let file = wide_rows(1, crate::step::MAX_MESSAGE_BYTES);
+    h.objects.insert("landing", "in/2024-05-01/file.csv", file);
+    let source = Source::Object {
+        bucket: "landing".into(),
+        key: "in/2024-05-01/file.csv".into(),
+    };
+    let response = h.deliver(&h.envelope("file", source)).await;
+    assert!(response.batch_item_failures.is_empty());
+    assert!(h.queue.sent().is_empty());
+    let rejected = h.objects.keys("data", "reports/");
+    let report = rejected.iter().find(|k| k.contains("/rejected/")).unwrap();
+    let text = h.objects.text("data", report).unwrap();
+    assert!(text.contains("the file's rows must be smaller"), "{text}");
 }
