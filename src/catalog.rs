@@ -99,6 +99,13 @@ pub struct StepKind {
     /// The message type it sends on, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub emits: Option<String>,
+    /// How many messages of a run it sends each reader.
+    #[serde(default)]
+    pub sends: Sends,
+    /// Whether it is a notifier, which every other step tells when it rejects a message
+    /// of a run for good (`pipeline.notifiers`), and which counts the inputs of a run.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub notifies: bool,
     /// Hook points the client may override in the step's `hooks.rs`.
     pub hooks: Vec<String>,
     /// Default queue and function settings.
@@ -106,6 +113,21 @@ pub struct StepKind {
     /// Kind-specific parameters, rendered into the step's config.
     #[serde(default)]
     pub params: Vec<Param>,
+}
+
+/// How many messages of a run a kind sends each reader. A notifier counts its inputs
+/// with it to know when a run is done (`inputs_per_batch`, `inputs_per_run`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Sends {
+    /// One for each message it reads.
+    #[default]
+    PerInput,
+    /// One for each batch of valid records (the validator).
+    PerBatch,
+    /// One per run, under the same record key whichever message sent it, so a reader
+    /// sees one however often it is sent.
+    PerRun,
 }
 
 /// Queue, trigger and function settings of one step.

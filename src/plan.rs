@@ -72,6 +72,8 @@ struct RepoContext<'a> {
     environments: Vec<&'a str>,
     schedule: Option<&'a str>,
     steps: Vec<StepContext<'a>>,
+    /// The notifier steps, which every other step tells when a run fails.
+    notifiers: Vec<&'a str>,
     framework_dir: &'static str,
     /// Whether any step calls the Qualtrics API (renders `[qualtrics]`).
     uses_qualtrics: bool,
@@ -143,6 +145,8 @@ struct StepContext<'a> {
     sends_to: Vec<&'a str>,
     /// The step's `[steps.<name>]` entries: config key and TOML literal.
     config: Vec<ConfigEntry>,
+    /// The notifiers this step tells of a run's failure and does not already send to.
+    tells: Vec<&'a str>,
 }
 
 /// One `key = value` line of a step's config table.
@@ -304,10 +308,35 @@ fn set_files(
 }
 
 fn repo_context<'a>(answers: &'a Answers, catalog: &'a Catalog) -> RepoContext<'a> {
+    let run_inputs = crate::answers::run_inputs(&answers.steps, catalog);
+    let notifiers: Vec<&str> = (answers.steps.iter())
+        .filter(|s| catalog.kind(&s.kind).is_some_and(|k| k.notifies))
+        .map(|s| s.name.as_str())
+        .collect();
     let steps: Vec<StepContext<'a>> = answers
         .steps
         .iter()
-        .map(|step| step_context(step, answers, catalog))
+        .map(|step| {
+            let mut context = step_context(step, answers, catalog);
+            if catalog.kind(&step.kind).is_some_and(|k| k.notifies) {
+                let inputs = run_inputs.get(step.name.as_str()).copied();
+                let inputs = inputs.unwrap_or_default();
+                for (key, value) in [
+                    ("inputs_per_batch", inputs.per_batch),
+                    ("inputs_per_run", inputs.per_run),
+                ] {
+                    context.config.push(ConfigEntry {
+                        key: key.to_owned(),
+                        value: value.to_string(),
+                    });
+                }
+            } else {
+                context.tells = (notifiers.iter().copied())
+                    .filter(|n| !context.sends_to.contains(n))
+                    .collect();
+            }
+            context
+        })
         .collect();
     let mut placeholders: Vec<String> = steps
         .iter()
@@ -350,6 +379,7 @@ fn repo_context<'a>(answers: &'a Answers, catalog: &'a Catalog) -> RepoContext<'
         environments: answers.environments.iter().map(|e| e.as_str()).collect(),
         schedule: answers.schedule.as_ref().map(|s| s.as_str()),
         steps,
+        notifiers,
         framework_dir: FRAMEWORK_DIR,
     }
 }
@@ -413,6 +443,7 @@ fn step_context<'a>(step: &'a Step, answers: &'a Answers, catalog: &'a Catalog) 
             .filter(|n| !reads_landing(n))
             .map(StepName::as_str)
             .collect(),
+        tells: Vec::new(),
     }
 }
 

@@ -184,13 +184,18 @@ impl ObjectStore for S3 {
         &self,
         from_bucket: &str,
         from_key: &str,
+        from_version: Option<&str>,
         to_bucket: &str,
         to_key: &str,
     ) -> Result<(), StepError> {
-        let source = format!(
+        let mut source = format!(
             "{from_bucket}/{}",
             percent_encoding::utf8_percent_encode(from_key, COPY_SOURCE)
         );
+        if let Some(version) = from_version {
+            let version = percent_encoding::utf8_percent_encode(version, COPY_SOURCE);
+            source.push_str(&format!("?versionId={version}"));
+        }
         self.0
             .copy_object()
             .copy_source(source)

@@ -28,11 +28,14 @@ pub trait ObjectStore: Send + Sync + 'static {
     /// Creates an object only if it does not exist yet; returns whether this call created
     /// it. This is the primitive behind run claims and the fan-in manifest.
     async fn put_if_absent(&self, bucket: &str, key: &str, body: Bytes) -> Result<bool, StepError>;
-    /// Copies an object server-side (the raw zone copy of a landed file).
+    /// Copies an object server-side (the raw zone copy of a landed file): the version
+    /// `from_version` of it when given, so a key overwritten since an event announced it
+    /// is still copied as announced; else the current one.
     async fn copy(
         &self,
         from_bucket: &str,
         from_key: &str,
+        from_version: Option<&str>,
         to_bucket: &str,
         to_key: &str,
     ) -> Result<(), StepError>;

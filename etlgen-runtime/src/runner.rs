@@ -2,8 +2,9 @@
 //!
 //! For each message the runner parses and validates the envelope, skips it if the ledger
 //! says its effect already happened, runs the step, sends its outputs, and records the
-//! effect in the ledger. A permanent error is written to the rejected-records report and the
-//! message is acknowledged; a retryable error fails the message alone so SQS redelivers it.
+//! effect in the ledger. A permanent error is written to the rejected-records report, the
+//! pipeline's notifiers are told the run failed, and the message is acknowledged; a
+//! retryable error fails the message alone so SQS redelivers it.
 //! Every log line of a message carries its `message_id` and `run_id` through a tracing span.
 
 use std::sync::Arc;
@@ -136,7 +137,7 @@ impl<S: Step> Runner<S> {
         input.attempt = msg.receive_count.max(1);
         tracing::Span::current().record("run_id", input.run_id.as_str());
         match self.run(&input, &cx).await {
-            Err(e) if !e.is_retryable() => self.reject(msg, &input, &e).await,
+            Err(e) if !e.is_retryable() => self.reject(msg, &input, &e, &cx).await,
             other => other,
         }
     }
@@ -174,6 +175,7 @@ impl<S: Step> Runner<S> {
         msg: &Message<'_>,
         input: &Envelope<T>,
         e: &StepError,
+        cx: &StepContext,
     ) -> Result<(), StepError> {
         let key = zones::report(
             input.logical_date,
@@ -182,7 +184,8 @@ impl<S: Step> Runner<S> {
             &format!("rejected/{}.json", input.idempotency_key),
         );
         tracing::warn!(error = %e, report = %key, "record rejected permanently");
-        self.write_report(&key, msg, e).await
+        self.write_report(&key, msg, e).await?;
+        crate::kinds::notifier::tell_failure(cx, input, &e.to_string(), &key).await
     }
 
     async fn reject_unparsed(&self, msg: &Message<'_>, e: &StepError) -> Result<(), StepError> {

@@ -276,24 +276,43 @@ impl StepContext {
                 _ => Vec::new(),
             });
         }
-        sc.next_steps
-            .iter()
-            .map(|step| {
-                let reader = self.config.step(step);
-                let queue_url = reader.queue_url.clone().ok_or_else(|| {
-                    StepError::retryable(format!(
-                        "steps.{step}.queue_url is not configured, so output for {step} cannot \
-                         be sent; the deployment sets it as ETL__STEPS__{}__QUEUE_URL",
-                        step.to_uppercase().replace('-', "_")
-                    ))
-                })?;
-                Ok(Target {
-                    step: step.clone(),
-                    queue_url,
-                    group_id: reader.message_group_id,
-                })
-            })
-            .collect()
+        sc.next_steps.iter().map(|step| self.reader(step)).collect()
+    }
+
+    /// Where output for the step named `step` goes: its queue and FIFO group.
+    fn reader(&self, step: &str) -> Result<Target, StepError> {
+        let reader = self.config.step(step);
+        let queue_url = reader.queue_url.clone().ok_or_else(|| {
+            StepError::retryable(format!(
+                "steps.{step}.queue_url is not configured, so output for {step} cannot \
+                 be sent; the deployment sets it as ETL__STEPS__{}__QUEUE_URL",
+                step.to_uppercase().replace('-', "_")
+            ))
+        })?;
+        Ok(Target {
+            step: step.to_owned(),
+            queue_url,
+            group_id: reader.message_group_id,
+        })
+    }
+
+    /// Sends `envelope` at once to the step named `step`, whether or not it reads this
+    /// step's output: how a step tells the pipeline's notifiers that a run failed. Its
+    /// idempotency key is derived for `step`, as [`StepContext::emit`] derives it.
+    pub async fn send_to<T: Serialize>(
+        &self,
+        step: &str,
+        envelope: &Envelope<T>,
+    ) -> Result<(), StepError> {
+        let payload = serde_json::to_string(&envelope.payload)
+            .map_err(|e| StepError::permanent("output is not serializable").with_source(e))?;
+        let target = self.reader(step)?;
+        let queue_url = target.queue_url.clone();
+        let message = outgoing(target, envelope, &payload)?;
+        self.services
+            .queue
+            .send_batch(&queue_url, vec![message])
+            .await
     }
 
     /// Queues an envelope for every reader of this step's output, each with its
@@ -321,47 +340,11 @@ impl StepContext {
             return Ok(());
         }
         for target in targets {
-            let copy = Envelope {
-                step: target.step.clone(),
-                idempotency_key: IdempotencyKey::derive(
-                    &envelope.pipeline,
-                    &envelope.run_id,
-                    &target.step,
-                    &envelope.record_key,
-                ),
-                schema_version: envelope.schema_version,
-                run_id: envelope.run_id.clone(),
-                logical_date: envelope.logical_date,
-                pipeline: envelope.pipeline.clone(),
-                attempt: envelope.attempt,
-                record_key: envelope.record_key.clone(),
-                record_schema: envelope.record_schema,
-                payload: (),
-            };
-            let body = copy
-                .to_json_with_payload(payload_json)
-                .map_err(|e| StepError::permanent("output is not serializable").with_source(e))?;
-            if body.len() > MAX_MESSAGE_BYTES {
-                return Err(StepError::permanent(format!(
-                    "the output {:?} for step {:?} is {} bytes, over SQS's message limit of \
-                     {MAX_MESSAGE_BYTES}; emit smaller outputs (a validator's batch_size)",
-                    copy.record_key,
-                    copy.step,
-                    body.len()
-                )));
-            }
-            let message = OutgoingMessage {
-                id: format!("m{}", copy.idempotency_key.uuid().simple()),
-                body,
-                dedup_id: target
-                    .group_id
-                    .as_ref()
-                    .map(|_| copy.idempotency_key.to_string()),
-                group_id: target.group_id,
-            };
+            let queue_url = target.queue_url.clone();
+            let message = outgoing(target, envelope, payload_json)?;
             let full = {
                 let mut outbox = self.outbox.lock().await;
-                let queue = outbox.entry(target.queue_url.clone()).or_default();
+                let queue = outbox.entry(queue_url.clone()).or_default();
                 let mut full = Vec::new();
                 if !fits_batch(queue, &message) {
                     full.push(std::mem::take(queue));
@@ -373,10 +356,7 @@ impl StepContext {
                 full
             };
             for batch in full {
-                self.services
-                    .queue
-                    .send_batch(&target.queue_url, batch)
-                    .await?;
+                self.services.queue.send_batch(&queue_url, batch).await?;
             }
         }
         Ok(())
@@ -399,6 +379,54 @@ struct Target {
     step: String,
     queue_url: String,
     group_id: Option<String>,
+}
+
+/// The message carrying `envelope` to `target`, with the target's own step name and
+/// idempotency key, and `payload_json` as its payload. An output over SQS's message limit
+/// is refused here, before anything is sent.
+fn outgoing<T>(
+    target: Target,
+    envelope: &Envelope<T>,
+    payload_json: &str,
+) -> Result<OutgoingMessage, StepError> {
+    let copy = Envelope {
+        idempotency_key: IdempotencyKey::derive(
+            &envelope.pipeline,
+            &envelope.run_id,
+            &target.step,
+            &envelope.record_key,
+        ),
+        step: target.step,
+        schema_version: envelope.schema_version,
+        run_id: envelope.run_id.clone(),
+        logical_date: envelope.logical_date,
+        pipeline: envelope.pipeline.clone(),
+        attempt: envelope.attempt,
+        record_key: envelope.record_key.clone(),
+        record_schema: envelope.record_schema,
+        payload: (),
+    };
+    let body = copy
+        .to_json_with_payload(payload_json)
+        .map_err(|e| StepError::permanent("output is not serializable").with_source(e))?;
+    if body.len() > MAX_MESSAGE_BYTES {
+        return Err(StepError::permanent(format!(
+            "the output {:?} for step {:?} is {} bytes, over SQS's message limit of \
+             {MAX_MESSAGE_BYTES}; emit smaller outputs (a validator's batch_size)",
+            copy.record_key,
+            copy.step,
+            body.len()
+        )));
+    }
+    Ok(OutgoingMessage {
+        id: format!("m{}", copy.idempotency_key.uuid().simple()),
+        body,
+        dedup_id: target
+            .group_id
+            .as_ref()
+            .map(|_| copy.idempotency_key.to_string()),
+        group_id: target.group_id,
+    })
 }
 
 #[cfg(test)]

@@ -182,16 +182,43 @@ impl QualtricsApi for FakeQualtrics {
     }
 }
 
-/// An in-memory object store.
+/// An in-memory object store whose buckets keep every version of an object, as the
+/// generated (versioned) buckets do: version `v<n>` is the `n`th body stored at a key.
 #[derive(Debug, Default)]
 pub struct MemoryObjectStore {
     objects: Mutex<BTreeMap<(String, String), Bytes>>,
+    versions: Mutex<BTreeMap<(String, String), Vec<Bytes>>>,
 }
 
 impl MemoryObjectStore {
-    /// Stores an object.
+    /// Stores an object, as its next version.
     pub fn insert(&self, bucket: &str, key: &str, body: impl Into<Bytes>) {
-        lock(&self.objects).insert((bucket.to_owned(), key.to_owned()), body.into());
+        let mut objects = lock(&self.objects);
+        self.store(&mut objects, bucket, key, body.into());
+    }
+
+    /// Stores `body` as the object's next version, under the objects' lock (taken before
+    /// the versions', always).
+    fn store(
+        &self,
+        objects: &mut BTreeMap<(String, String), Bytes>,
+        bucket: &str,
+        key: &str,
+        body: Bytes,
+    ) {
+        let slot = (bucket.to_owned(), key.to_owned());
+        lock(&self.versions)
+            .entry(slot.clone())
+            .or_default()
+            .push(body.clone());
+        objects.insert(slot, body);
+    }
+
+    /// The id of an object's current version, as an S3 event names it.
+    pub fn version_id(&self, bucket: &str, key: &str) -> Option<String> {
+        let versions = lock(&self.versions);
+        let count = versions.get(&(bucket.to_owned(), key.to_owned()))?.len();
+        Some(format!("v{count}"))
     }
 
     /// An object's body as text.
@@ -231,7 +258,7 @@ impl ObjectStore for MemoryObjectStore {
         if objects.contains_key(&slot) {
             return Ok(false);
         }
-        objects.insert(slot, body);
+        self.store(&mut objects, bucket, key, body);
         Ok(true)
     }
 
@@ -239,15 +266,28 @@ impl ObjectStore for MemoryObjectStore {
         &self,
         from_bucket: &str,
         from_key: &str,
+        from_version: Option<&str>,
         to_bucket: &str,
         to_key: &str,
     ) -> Result<(), StepError> {
-        let body = lock(&self.objects)
-            .get(&(from_bucket.to_owned(), from_key.to_owned()))
-            .cloned()
-            .ok_or_else(|| {
-                StepError::from_status(404, format!("no object s3://{from_bucket}/{from_key}"))
-            })?;
+        let slot = (from_bucket.to_owned(), from_key.to_owned());
+        let body = match from_version {
+            None => lock(&self.objects).get(&slot).cloned(),
+            Some(version) => (version.strip_prefix('v'))
+                .and_then(|n| n.parse::<usize>().ok())
+                .and_then(|n| {
+                    lock(&self.versions)
+                        .get(&slot)?
+                        .get(n.checked_sub(1)?)
+                        .cloned()
+                }),
+        };
+        let body = body.ok_or_else(|| {
+            StepError::from_status(
+                404,
+                format!("no object s3://{from_bucket}/{from_key} (version {from_version:?})"),
+            )
+        })?;
         self.insert(to_bucket, to_key, body);
         Ok(())
     }

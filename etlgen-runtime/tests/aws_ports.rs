@@ -96,7 +96,7 @@ async fn s3_copy_encodes_the_source_and_errors_are_classified() {
         .and(path("/data/raw/2024-05-01/r/contacts%20list.csv"))
         .and(header(
             "x-amz-copy-source",
-            "landing/in/contacts%20list.csv",
+            "landing/in/contacts%20list.csv?versionId=3%2Bv",
         ))
         .respond_with(ResponseTemplate::new(200).set_body_raw(
             "<CopyObjectResult><ETag>\"e\"</ETag></CopyObjectResult>",
@@ -125,6 +125,7 @@ async fn s3_copy_encodes_the_source_and_errors_are_classified() {
         .copy(
             "landing",
             "in/contacts list.csv",
+            Some("3+v"),
             "data",
             "raw/2024-05-01/r/contacts list.csv",
         )

@@ -117,6 +117,7 @@ async fn a_landed_object_deleted_before_validation_is_reported_not_retried() {
         Source::Object {
             bucket: "landing".into(),
             key: "gone.csv".into(),
+            version_id: None,
         },
     );
     // S3 is strongly consistent: an object missing after its event was deleted, and
@@ -274,6 +275,7 @@ fn notifier_defaults() {
     let settings = notifier::Settings {
         topic_arn: "t".into(),
         subject_prefix: "[acme dev]".into(),
+        ..Default::default()
     };
     let ok = notifier::render(&envelope(json!({"status": "complete"})), &settings).unwrap();
     assert_eq!(ok.subject, "[acme dev] acme run 2024-05-01 succeeded");
@@ -697,11 +699,14 @@ impl etlgen_runtime::ports::ObjectStore for Yielding {
         &self,
         from_bucket: &str,
         from_key: &str,
+        from_version: Option<&str>,
         to_bucket: &str,
         to_key: &str,
     ) -> Result<(), etlgen_runtime::StepError> {
         tokio::task::yield_now().await;
-        self.0.copy(from_bucket, from_key, to_bucket, to_key).await
+        (self.0)
+            .copy(from_bucket, from_key, from_version, to_bucket, to_key)
+            .await
     }
 
     async fn list(

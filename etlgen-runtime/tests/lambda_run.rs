@@ -3,6 +3,7 @@
 //! response is posted back. One test per binary, because it sets process environment.
 //! `[qualtrics]` is configured but the notifier never calls it, so cold start must not
 //! fetch its secret (the stub has no Secrets Manager, so a fetch would fail the start).
+//! The notifier publishes every message (`once_per_run = false`), so the stub needs no S3.
 
 use std::time::{Duration, Instant};
 
@@ -83,7 +84,8 @@ async fn a_lambda_serves_an_sqs_event_from_the_runtime_api() {
             "[pipeline]\nname='acme'\ndata_bucket='acme-dev-data'\n[runtime]\nledger=false\n\
              [aws]\nregion='eu-west-1'\nendpoint_url='{}'\n\
              [qualtrics]\ndatacenter='fra1'\nsecret_id='acme/dev/qualtrics'\n\
-             [steps.notify]\ntopic_arn='arn:aws:sns:eu-west-1:123456789012:acme-dev-notifications'\n",
+             [steps.notify]\nonce_per_run=false\n\
+             topic_arn='arn:aws:sns:eu-west-1:123456789012:acme-dev-notifications'\n",
             server.uri()
         )
         .into_boxed_str(),

@@ -21,7 +21,7 @@ use crate::catalog::{Catalog, StepKind};
 pub use names::{ClientName, EnvName, StepName};
 pub use settings::{ResolvedSettings, SettingValue};
 pub use values::{Datacenter, Region, Schedule};
-pub use wiring::consumes;
+pub use wiring::{RunInputs, consumes, run_inputs};
 
 /// Where the answers file lives inside a generated repository.
 pub const ANSWERS_PATH: &str = ".etlgen/answers.toml";

@@ -327,3 +327,33 @@ fn the_data_bucket_name_must_fit_s3() {
         "{err}"
     );
 }
+
+fn inputs(a: &Answers, step: &str) -> (u64, u64) {
+    let inputs = run_inputs(&a.steps, Catalog::builtin());
+    let found = inputs.get(step).copied().unwrap_or_default();
+    (found.per_batch, found.per_run)
+}
+
+#[test]
+fn a_run_brings_each_step_what_its_producers_send() {
+    let services = |list: &str| {
+        let kinds: String = (list.split(','))
+            .map(|k| format!("[[steps]]\nkind = \"{k}\"\n"))
+            .collect();
+        resolve(&format!("client = \"acme\"\n{kinds}")).unwrap()
+    };
+    let a = services("validator,response-importer,notifier");
+    assert_eq!(inputs(&a, "validator"), (0, 1), "the file");
+    assert_eq!(inputs(&a, "response-importer"), (1, 0));
+    assert_eq!(inputs(&a, "notifier"), (1, 0), "one per batch");
+    let a = services("validator,contact-importer,response-importer,notifier");
+    assert_eq!(inputs(&a, "notifier"), (2, 0), "two leaves, each per batch");
+    let a = services("validator,contact-importer,distribution-scheduler,notifier");
+    assert_eq!(inputs(&a, "distribution-scheduler"), (1, 0));
+    assert_eq!(inputs(&a, "notifier"), (0, 1), "the scheduler sends once");
+    let a = services(
+        "validator,contact-importer,distribution-scheduler,response-importer,exporter,notifier",
+    );
+    assert_eq!(inputs(&a, "exporter"), (1, 1));
+    assert_eq!(inputs(&a, "notifier"), (0, 1), "the exporter sends once");
+}

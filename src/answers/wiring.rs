@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 
 use super::{AnswerError, Step};
-use crate::catalog::{Catalog, Stage, StepKind};
+use crate::catalog::{Catalog, Sends, Stage, StepKind};
 
 /// The message type `step` reads: its kind's, unless a parameter it sets
 /// changes it (a scheduler with a fixed mailing list reads records).
@@ -143,4 +143,56 @@ fn unfed(step: &Step, kind: &StepKind, message: &str, catalog: &Catalog) -> Answ
         kind.id,
         catalog.producers(message).join(" or "),
     ))
+}
+
+/// The messages of one run a step reads: so many per batch of valid records, so many
+/// once.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunInputs {
+    /// Messages per batch the validator emits.
+    pub per_batch: u64,
+    /// Messages once per run.
+    pub per_run: u64,
+}
+
+impl std::ops::AddAssign for RunInputs {
+    fn add_assign(&mut self, other: Self) {
+        self.per_batch += other.per_batch;
+        self.per_run += other.per_run;
+    }
+}
+
+/// The messages of one run each of `steps` (ordered and wired) reads, by step name,
+/// from what each producer [`Sends`]: a step reading the landing zone or the schedule
+/// reads one, and a reader of several producers reads what each sends. A notifier
+/// counts its inputs with it to know when a run is done.
+pub fn run_inputs<'s>(steps: &'s [Step], catalog: &Catalog) -> BTreeMap<&'s str, RunInputs> {
+    let once = RunInputs {
+        per_batch: 0,
+        per_run: 1,
+    };
+    let mut inputs: BTreeMap<&str, RunInputs> = BTreeMap::new();
+    for step in steps {
+        let kind = catalog.kind(&step.kind).expect("resolved");
+        if matches!(consumes(step, kind), Catalog::INPUT | Catalog::SCHEDULE) {
+            inputs.insert(step.name.as_str(), once);
+        }
+        let sends = match kind.sends {
+            Sends::PerInput => inputs.get(step.name.as_str()).copied().unwrap_or_default(),
+            Sends::PerBatch => RunInputs {
+                per_batch: 1,
+                per_run: 0,
+            },
+            Sends::PerRun => once,
+        };
+        for reader in &step.feeds {
+            let reader_step = steps.iter().find(|s| &s.name == reader).expect("wired");
+            let reader_kind = catalog.kind(&reader_step.kind).expect("resolved");
+            // The landing zone's reader reads the file, whatever the poller copied.
+            if consumes(reader_step, reader_kind) != Catalog::INPUT {
+                *inputs.entry(reader.as_str()).or_default() += sends;
+            }
+        }
+    }
+    inputs
 }

@@ -21,6 +21,7 @@
 //! [pipeline]
 //! name = "acme-nps"                 # required; part of every idempotency key
 //! data_bucket = "acme-nps-dev-data" # required; raw zone, reports, run state
+//! notifiers = ["notify"]            # optional; told when a step rejects a run's message
 //!
 //! [runtime]
 //! batch_concurrency = 8             # messages processed at once (standard queues)
@@ -241,6 +242,10 @@ pub struct PipelineConfig {
     pub name: String,
     /// The bucket holding the raw zone, reports and run state.
     pub data_bucket: String,
+    /// The pipeline's notifier steps: every other step tells them when it rejects a
+    /// message of a run, at the `queue_url` of their tables (see `kinds::notifier`).
+    #[serde(default)]
+    pub notifiers: Vec<String>,
 }
 
 /// `[runtime]`.

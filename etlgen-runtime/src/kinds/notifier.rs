@@ -1,13 +1,33 @@
 //! The `notifier` step: a message to an SNS topic when a run succeeds or fails.
 //!
-//! A notification is its own step so a broken e-mail never forces a re-import: it reads
-//! whatever the previous step emitted, renders a subject and a message, and publishes them.
+//! A notification is its own step so a broken e-mail never forces a re-import. By default
+//! it sends one notification per run and outcome:
+//!
+//! - **Failed**, at the first failure of the run: every other step tells the pipeline's
+//!   notifiers (`pipeline.notifiers`) when it rejects a message of a run for good
+//!   ([`tell_failure`]), and the validator does when a file has no valid record.
+//! - **Succeeded**, or completed with failures when a step rejected some of the run's
+//!   messages and passed their outcome on, once every input the run will bring has come. Each input leaves a
+//!   marker under the run; a message that finds as many markers as the run brings
+//!   (`inputs_per_batch` times the validator's batches, plus `inputs_per_run`) sends it.
+//!   The count is of the notifier's own inputs, each marked before the count is taken,
+//!   so the last of them to arrive finds them all, whatever the order. Nothing depends on
+//!   timing. etlgen works the two numbers out from the pipeline's wiring.
+//!
+//! A claim makes one delivery send each notification, and a marker written after the
+//! publish makes later and repeated messages skip it. SNS has no idempotent publish for
+//! e-mail topics, so a delivery that crashes between the publish and the marker, and is
+//! retried after its claim's lease, sends it a second time: at least once, never silently
+//! none. `once_per_run = false` sends one notification per message instead.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
 
 use crate::envelope::Envelope;
 use crate::error::StepError;
+use crate::kinds::{Claim, RunManifest, claim, manifest_key, read_state, release, write_state};
 use crate::step::{InitContext, Step, StepContext};
+use crate::zones;
 
 /// The catalog id.
 pub const KIND: &str = "notifier";
@@ -16,7 +36,7 @@ pub const KIND: &str = "notifier";
 pub const HOOKS: &[&str] = &["render"];
 
 /// `[steps.<name>]` of a notifier.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 pub struct Settings {
     /// The SNS topic.
     #[serde(default)]
@@ -24,6 +44,81 @@ pub struct Settings {
     /// Put before every subject, for example `[acme prod]`.
     #[serde(default)]
     pub subject_prefix: String,
+    /// One notification per run and outcome (`true`), or one per message read.
+    #[serde(default = "default_true")]
+    pub once_per_run: bool,
+    /// Inputs a run brings for each batch the validator emits (a step before this one
+    /// that sends one message per batch, such as a response importer).
+    #[serde(default)]
+    pub inputs_per_batch: u64,
+    /// Inputs a run brings once (a step that sends one message per run, such as a
+    /// distribution scheduler). With both at 0, a run is done at its first input.
+    #[serde(default)]
+    pub inputs_per_run: u64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            topic_arn: String::new(),
+            subject_prefix: String::new(),
+            once_per_run: true,
+            inputs_per_batch: 0,
+            inputs_per_run: 0,
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+impl Settings {
+    /// The inputs a run of `batches` validator batches brings, at least one.
+    pub fn expected_inputs(&self, batches: u64) -> u64 {
+        (self.inputs_per_batch.saturating_mul(batches))
+            .saturating_add(self.inputs_per_run)
+            .max(1)
+    }
+}
+
+/// What a step sends the notifiers when it rejects a message of a run for good.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunFailed {
+    /// Always `failed`.
+    pub status: String,
+    /// The step that rejected it.
+    pub step: String,
+    /// Why.
+    pub reason: String,
+    /// Where the report is (`s3://…`).
+    pub report: String,
+}
+
+/// Tells every notifier of the pipeline but this step that `input`'s run failed at this
+/// step. The record key names the step and the message's idempotency key, so a
+/// redelivered rejection is the notifier's redelivery too, and skipped. A notifier named
+/// in `pipeline.notifiers` without a `queue_url` is a deployment error, retried.
+pub async fn tell_failure<T>(
+    cx: &StepContext,
+    input: &Envelope<T>,
+    reason: &str,
+    report: &str,
+) -> Result<(), StepError> {
+    let failed = RunFailed {
+        status: "failed".to_owned(),
+        step: cx.step_name().to_owned(),
+        reason: reason.to_owned(),
+        report: format!("s3://{}/{report}", cx.data_bucket()),
+    };
+    let record_key = format!("failed/{}/{}", cx.step_name(), input.idempotency_key);
+    for notifier in &cx.config().pipeline.notifiers {
+        if notifier != cx.step_name() {
+            let envelope = input.next(notifier, record_key.clone(), &failed);
+            cx.send_to(notifier, &envelope).await?;
+        }
+    }
+    Ok(())
 }
 
 /// One notification.
@@ -39,8 +134,13 @@ pub struct Notification {
 pub trait Hooks: Send + Sync + 'static {
     /// Renders the notification; `None` sends nothing.
     ///
-    /// By default the run, its date and the previous step's output as JSON; see
-    /// [`render`].
+    /// `input`'s payload is the run's outcome: `{"status": "failed", "step", "reason",
+    /// "report"}` ([`RunFailed`]), or `{"status", "rejected_messages", "valid", "rejected",
+    /// "batches", "reports", "output"}` once it completes, `status` being [`SUCCEEDED`] or
+    /// [`COMPLETED_WITH_FAILURES`] and `output` the message that completed the run. With
+    /// `once_per_run = false` it is each message as it comes.
+    ///
+    /// By default the run, its date and its outcome as JSON; see [`render`].
     fn render(
         &self,
         input: &Envelope<serde_json::Value>,
@@ -50,14 +150,31 @@ pub trait Hooks: Send + Sync + 'static {
     }
 }
 
-/// The default of [`Hooks::render`].
-pub fn render(input: &Envelope<serde_json::Value>, settings: &Settings) -> Option<Notification> {
-    let failed = input
-        .payload
+/// The status of a run that completed without a rejected message.
+pub const SUCCEEDED: &str = "succeeded";
+
+/// The status of a run that completed, some of whose messages were rejected (and their
+/// outcome passed on, such as contacts counted as failed).
+pub const COMPLETED_WITH_FAILURES: &str = "completed_with_failures";
+
+/// Whether `payload` says its run failed (`"status": "failed"`).
+pub fn is_failure(payload: &serde_json::Value) -> bool {
+    payload
         .get("status")
         .and_then(|s| s.as_str())
-        .is_some_and(|s| s.eq_ignore_ascii_case("failed"));
-    let outcome = if failed { "failed" } else { "succeeded" };
+        .is_some_and(|s| s.eq_ignore_ascii_case("failed"))
+}
+
+/// The default of [`Hooks::render`].
+pub fn render(input: &Envelope<serde_json::Value>, settings: &Settings) -> Option<Notification> {
+    let status = input.payload.get("status").and_then(|s| s.as_str());
+    let outcome = if is_failure(&input.payload) {
+        "failed"
+    } else if status == Some(COMPLETED_WITH_FAILURES) {
+        "completed with failures"
+    } else {
+        "succeeded"
+    };
     let subject = format!(
         "{} {} run {} {outcome}",
         settings.subject_prefix, input.pipeline, input.logical_date
@@ -84,6 +201,100 @@ pub struct Notifier<H> {
     pub settings: Settings,
 }
 
+impl<H: Hooks> Notifier<H> {
+    /// Renders and publishes the notification of `input`.
+    async fn publish(
+        &self,
+        input: &Envelope<serde_json::Value>,
+        cx: &StepContext,
+    ) -> Result<(), StepError> {
+        let Some(notification) = self.hooks.render(input, &self.settings) else {
+            return Ok(());
+        };
+        if self.settings.topic_arn.is_empty() {
+            return Err(StepError::permanent(
+                "the notifier has no topic_arn; the deployment sets it as \
+                 ETL__STEPS__<STEP>__TOPIC_ARN",
+            ));
+        }
+        cx.services()
+            .notifications
+            .publish(
+                &self.settings.topic_arn,
+                &notification.subject,
+                &notification.message,
+            )
+            .await
+    }
+
+    /// The run's outcome once every input it brings has come, or `None` before.
+    async fn completed(
+        &self,
+        input: &Envelope<serde_json::Value>,
+        cx: &StepContext,
+    ) -> Result<Option<serde_json::Value>, StepError> {
+        let state = |name: &str| {
+            zones::run_state(
+                input.logical_date,
+                &input.run_id,
+                &format!("{}/{name}", cx.step_name()),
+            )
+        };
+        let objects = &cx.services().objects;
+        let marker = state(&format!("inputs/{}", input.idempotency_key));
+        objects
+            .put(cx.data_bucket(), &marker, Default::default())
+            .await?;
+        let manifest =
+            read_state::<RunManifest>(cx, &manifest_key(input.logical_date, &input.run_id)).await?;
+        let expected = match (&manifest, self.settings.inputs_per_batch) {
+            (None, 1..) => {
+                tracing::info!("the run's manifest is not written yet; a later input notifies");
+                return Ok(None);
+            }
+            (manifest, _) => self
+                .settings
+                .expected_inputs(manifest.as_ref().map_or(0, |m| m.batches)),
+        };
+        let come = objects
+            .list(cx.data_bucket(), &state("inputs/"))
+            .await?
+            .len() as u64;
+        tracing::info!(come, expected, "notifier fan-in check");
+        if come < expected {
+            return Ok(None);
+        }
+        // A step may pass a rejected message's outcome on (a contact importer counts its
+        // contacts as failed so the run's distribution goes ahead): the run then completes,
+        // with failures, and says how many.
+        let reports = zones::report(input.logical_date, &input.run_id, "", "");
+        let reports = reports.trim_end_matches('/');
+        let rejected_messages = (objects
+            .list(cx.data_bucket(), &format!("{reports}/"))
+            .await?
+            .iter())
+        .filter(|key| key.contains("/rejected/"))
+        .count();
+        let status = if rejected_messages == 0 {
+            SUCCEEDED
+        } else {
+            COMPLETED_WITH_FAILURES
+        };
+        let mut outcome = json!({
+            "status": status,
+            "rejected_messages": rejected_messages,
+            "reports": format!("s3://{}/{reports}/", cx.data_bucket()),
+            "output": input.payload,
+        });
+        if let Some(manifest) = manifest {
+            outcome["valid"] = json!(manifest.valid);
+            outcome["rejected"] = json!(manifest.rejected);
+            outcome["batches"] = json!(manifest.batches);
+        }
+        Ok(Some(outcome))
+    }
+}
+
 impl<H: Hooks + Default> Step for Notifier<H> {
     type Input = serde_json::Value;
     const KIND: &'static str = KIND;
@@ -101,19 +312,174 @@ impl<H: Hooks + Default> Step for Notifier<H> {
         input: &Envelope<serde_json::Value>,
         cx: &StepContext,
     ) -> Result<(), StepError> {
-        let Some(notification) = self.hooks.render(input, &self.settings) else {
-            return Ok(());
-        };
-        if self.settings.topic_arn.is_empty() {
-            return Err(StepError::permanent("notifier has no topic_arn"));
+        if !self.settings.once_per_run {
+            return self.publish(input, cx).await;
         }
-        cx.services()
-            .notifications
-            .publish(
-                &self.settings.topic_arn,
-                &notification.subject,
-                &notification.message,
+        let failed = is_failure(&input.payload);
+        let outcome = if failed { "failed" } else { "completed" };
+        let key = |name: &str| {
+            zones::run_state(
+                input.logical_date,
+                &input.run_id,
+                &format!("{}/{outcome}-{name}", cx.step_name()),
             )
-            .await
+        };
+        let (sent_key, claim_key) = (key("sent.json"), key("claim"));
+        if read_state::<serde_json::Value>(cx, &sent_key)
+            .await?
+            .is_some()
+        {
+            tracing::info!(outcome, "the run's notification was sent already");
+            return Ok(());
+        }
+        let payload = if failed {
+            input.payload.clone()
+        } else {
+            match self.completed(input, cx).await? {
+                Some(outcome) => outcome,
+                None => return Ok(()),
+            }
+        };
+        if claim(cx, &claim_key, input.attempt).await? == Claim::HeldByOther {
+            return Err(StepError::retryable(
+                "another delivery of this run is sending its notification",
+            ));
+        }
+        let run = Envelope {
+            payload,
+            ..input.clone()
+        };
+        if let Err(e) = self.publish(&run, cx).await {
+            release(cx, &claim_key, input.attempt, &e).await?;
+            return Err(e);
+        }
+        write_state(cx, &sent_key, &json!({ "message_id": cx.message_id() })).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::Harness;
+
+    #[derive(Debug, Default)]
+    struct Defaults;
+    impl Hooks for Defaults {}
+
+    const CONFIG: &str = r#"
+[pipeline]
+name = "acme"
+data_bucket = "data"
+[steps.notify]
+topic_arn = "arn:aws:sns:eu-west-1:123456789012:acme-test"
+"#;
+
+    fn harness(settings: &str) -> Harness<Notifier<Defaults>> {
+        Harness::new("notify", &format!("{CONFIG}{settings}"))
+    }
+
+    fn manifest(h: &Harness<Notifier<Defaults>>, batches: u64) {
+        let run = h.envelope("x", ());
+        let manifest = RunManifest {
+            batches,
+            valid: 5,
+            rejected: 2,
+        };
+        let key = manifest_key(run.logical_date, &run.run_id);
+        h.objects
+            .insert("data", &key, serde_json::to_vec(&manifest).unwrap());
+    }
+
+    async fn deliver(h: &Harness<Notifier<Defaults>>, key: &str, payload: serde_json::Value) {
+        let response = h.deliver(&h.envelope(key, payload)).await;
+        assert!(response.batch_item_failures.is_empty(), "{key}");
+    }
+
+    /// A run of three batches, each bringing one input, in any order and each twice:
+    /// nothing until the third distinct input, then exactly one notification, with the
+    /// run's counts.
+    #[tokio::test]
+    async fn a_run_is_notified_once_when_its_last_input_comes() {
+        let h = harness("inputs_per_batch = 1\n");
+        deliver(&h, "batch-000002", json!({"n": 2})).await;
+        manifest(&h, 3);
+        for key in ["batch-000002", "batch-000003", "batch-000003"] {
+            deliver(&h, key, json!({})).await;
+        }
+        assert!(h.notifications.published().is_empty());
+        deliver(&h, "batch-000001", json!({"n": 1})).await;
+        deliver(&h, "batch-000001", json!({"n": 1})).await;
+        deliver(&h, "batch-000003", json!({})).await;
+        let published = h.notifications.published();
+        assert_eq!(published.len(), 1, "{published:#?}");
+        let (_, subject, message) = &published[0];
+        assert_eq!(subject, "acme run 2024-05-01 succeeded");
+        for field in [r#""valid": 5"#, r#""rejected": 2"#, r#""batches": 3"#] {
+            assert!(message.contains(field), "{field} in {message}");
+        }
+        assert!(
+            message.contains("s3://data/reports/2024-05-01/run-1/"),
+            "{message}"
+        );
+    }
+
+    /// Inputs before the validator's manifest cannot know the run's size, so they wait.
+    #[tokio::test]
+    async fn without_the_manifest_per_batch_inputs_wait() {
+        let h = harness("inputs_per_batch = 1\n");
+        deliver(&h, "batch-000001", json!({})).await;
+        assert!(h.notifications.published().is_empty());
+    }
+
+    /// After a once-per-run step (a scheduler) the first input completes the run, and a
+    /// re-emitted result does not notify again.
+    #[tokio::test]
+    async fn one_input_per_run_notifies_at_once_and_once() {
+        let h = harness("inputs_per_run = 1\n");
+        deliver(&h, "distribution", json!({"distribution_id": "EMD_1"})).await;
+        deliver(&h, "distribution", json!({"distribution_id": "EMD_1"})).await;
+        let published = h.notifications.published();
+        assert_eq!(published.len(), 1);
+        assert!(published[0].2.contains("EMD_1"), "{}", published[0].2);
+    }
+
+    /// The first failure of a run is notified, once, whichever steps fail after it; a
+    /// failure does not count as an input of a succeeding run.
+    #[tokio::test]
+    async fn a_run_failure_is_notified_once() {
+        let h = harness("inputs_per_run = 1\n");
+        let failed = |step: &str| json!({"status": "failed", "step": step, "reason": "400", "report": "s3://data/r"});
+        deliver(&h, "failed/import/k1", failed("import")).await;
+        deliver(&h, "failed/import/k2", failed("import")).await;
+        let published = h.notifications.published();
+        assert_eq!(published.len(), 1, "{published:#?}");
+        assert!(published[0].1.ends_with("failed"), "{}", published[0].1);
+        assert!(published[0].2.contains(r#""step": "import""#));
+    }
+
+    /// `once_per_run = false` notifies every message, as it comes.
+    #[tokio::test]
+    async fn per_message_notifies_every_message() {
+        let h = harness("once_per_run = false\ninputs_per_batch = 1\n");
+        deliver(&h, "batch-000001", json!({})).await;
+        deliver(&h, "batch-000002", json!({})).await;
+        assert_eq!(h.notifications.published().len(), 2);
+    }
+
+    /// A notifier without a topic rejects the message into a report: nothing is dropped
+    /// silently.
+    #[tokio::test]
+    async fn a_notification_without_a_topic_is_rejected_not_lost() {
+        let h = Harness::<Notifier<Defaults>>::new(
+            "notify",
+            "[pipeline]\nname='acme'\ndata_bucket='data'\n[steps.notify]\n",
+        );
+        deliver(&h, "distribution", json!({})).await;
+        assert!(h.notifications.published().is_empty());
+        let reports = h.objects.keys("data", "reports/");
+        assert!(
+            reports.iter().any(|k| k.contains("/rejected/")),
+            "{reports:?}"
+        );
     }
 }

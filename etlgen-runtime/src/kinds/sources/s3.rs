@@ -14,6 +14,8 @@ pub struct ObjectEvent {
     pub key: String,
     /// The ETag, which changes when the object is replaced.
     pub etag: Option<String>,
+    /// The version the event is about, in a versioned bucket.
+    pub version_id: Option<String>,
     /// The UTC date of the event.
     pub event_date: Option<LogicalDate>,
 }
@@ -65,6 +67,7 @@ pub fn parse_event(body: &str) -> Option<Result<ObjectEvent, StepError>> {
         bucket,
         key,
         etag: object.e_tag.clone(),
+        version_id: object.version_id.clone(),
         event_date,
     }))
 }
@@ -107,6 +110,8 @@ struct NotificationObject {
     url_decoded_key: Option<String>,
     #[serde(default, rename = "eTag")]
     e_tag: Option<String>,
+    #[serde(default)]
+    version_id: Option<String>,
 }
 
 /// Decodes an event's object key: S3 encodes it like a form value (`+` for a space).
@@ -155,6 +160,7 @@ mod tests {
         assert_eq!(event.bucket, "acme-drop");
         assert_eq!(event.key, "landing/2026-11-20/contacts.csv");
         assert_eq!(event.etag.as_deref(), Some("abc"));
+        assert_eq!(event.version_id.as_deref(), Some("v"));
         assert_eq!(event.event_date, Some("2026-11-23".parse().unwrap()));
     }
 

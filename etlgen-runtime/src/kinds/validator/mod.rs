@@ -100,6 +100,10 @@ pub enum Source {
         bucket: String,
         /// The key.
         key: String,
+        /// The version an S3 event announced (versioned buckets), which the raw copy is
+        /// made of; else the key's current version.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        version_id: Option<String>,
     },
     /// A submission carried in the message (HTTP).
     Inline {
@@ -183,6 +187,7 @@ pub fn parse_source(
         let source = Source::Object {
             bucket: event.bucket,
             key: event.key,
+            version_id: event.version_id,
         };
         return Ok(Envelope::new(
             pipeline.clone(),
@@ -336,15 +341,21 @@ async fn store_raw(
 ) -> Result<(String, Format), StepError> {
     let objects = &cx.services().objects;
     match &input.payload {
-        Source::Object { bucket, key } => {
+        Source::Object {
+            bucket,
+            key,
+            version_id,
+        } => {
             let raw = zones::raw(input.logical_date, &input.run_id, key);
             // A replay reads the raw copy itself, which is already where it belongs. Once an
             // attempt has copied the file, the copy is the run's input: a redelivery reads
             // it, not whatever the landing key holds by then (a corrected file uploaded
             // since is another run), nor fails because the client has removed the file.
+            // The first copy is of the version the event announced, for the same reason.
             let replay = (bucket.as_str(), key.as_str()) == (cx.data_bucket(), raw.as_str());
             if !replay && !objects.list(cx.data_bucket(), &raw).await?.contains(&raw) {
-                objects.copy(bucket, key, cx.data_bucket(), &raw).await?;
+                let version = version_id.as_deref();
+                (objects.copy(bucket, key, version, cx.data_bucket(), &raw)).await?;
             }
             let format: Settings = cx
                 .config()

@@ -13,7 +13,7 @@ use super::seen::{Repeats, Seen};
 use super::{Hooks, Source, Validator, batch_key};
 use crate::envelope::Envelope;
 use crate::error::StepError;
-use crate::kinds::{Output, Record, RecordBatch, RunManifest, manifest_key, write_state};
+use crate::kinds::{Output, Record, RecordBatch, RunManifest, manifest_key, notifier, write_state};
 use crate::step::StepContext;
 use crate::zones;
 
@@ -336,7 +336,8 @@ impl<'a, H: Hooks> RunState<'a, H> {
             valid: self.valid,
             rejected: self.rejected,
         };
-        write_state(self.cx, &self.report_key("summary.json"), &manifest).await?;
+        let summary = self.report_key("summary.json");
+        write_state(self.cx, &summary, &manifest).await?;
         write_state(
             self.cx,
             &manifest_key(self.input.logical_date, &self.input.run_id),
@@ -349,6 +350,14 @@ impl<'a, H: Hooks> RunState<'a, H> {
             batches = manifest.batches,
             "validated"
         );
+        if manifest.batches == 0 {
+            // Nothing goes on to the steps that would tell the notifiers how the run ended.
+            let reason = format!(
+                "the file has no valid record ({} rejected)",
+                manifest.rejected
+            );
+            notifier::tell_failure(self.cx, self.input, &reason, &summary).await?;
+        }
         emit_payloads(self.input, std::mem::take(&mut self.pending), self.cx).await
     }
 }

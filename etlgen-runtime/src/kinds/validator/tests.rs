@@ -80,6 +80,7 @@ async fn run_config<H: Hooks + Default>(config: &str, file: &str) -> Outcome {
     let source = Source::Object {
         bucket: "landing".into(),
         key: "in/2024-05-01/file.csv".into(),
+        version_id: None,
     };
     let response = h.deliver(&h.envelope("file", source)).await;
     assert!(response.batch_item_failures.is_empty());
@@ -140,6 +141,7 @@ async fn a_header_that_is_not_utf8_rejects_the_file_at_once() {
     let source = Source::Object {
         bucket: "landing".into(),
         key: "in/2024-05-01/file.csv".into(),
+        version_id: None,
     };
     let response = h.deliver(&h.envelope("file", source)).await;
     assert!(response.batch_item_failures.is_empty(), "not retried");
@@ -158,6 +160,7 @@ async fn a_redelivery_reads_the_raw_copy_not_the_landing_key_again() {
     let source = Source::Object {
         bucket: "landing".into(),
         key: "in/2024-05-01/file.csv".into(),
+        version_id: None,
     };
     let input = h.envelope("file", source);
     let raw = zones::raw(input.logical_date, &input.run_id, "in/2024-05-01/file.csv");
@@ -405,6 +408,7 @@ async fn an_unwritable_temp_dir_fails_the_run_for_a_retry() {
     let source = Source::Object {
         bucket: "landing".into(),
         key: "in/2024-05-01/file.csv".into(),
+        version_id: None,
     };
     let response = h.deliver(&h.envelope("file", source)).await;
     assert_eq!(response.batch_item_failures.len(), 1);
@@ -482,6 +486,7 @@ async fn a_row_over_the_message_limit_rejects_the_file() {
     let source = Source::Object {
         bucket: "landing".into(),
         key: "in/2024-05-01/file.csv".into(),
+        version_id: None,
     };
     let response = h.deliver(&h.envelope("file", source)).await;
     assert!(response.batch_item_failures.is_empty());
@@ -490,4 +495,32 @@ async fn a_row_over_the_message_limit_rejects_the_file() {
     let report = rejected.iter().find(|k| k.contains("/rejected/")).unwrap();
     let text = h.objects.text("data", report).unwrap();
     assert!(text.contains("the file's rows must be smaller"), "{text}");
+}
+
+/// The client overwrites the landed file before the validator gets to it: the run the
+/// event started copies the version the event announced, not the key's new content, which
+/// is a run of its own (its own event, its own ETag).
+#[tokio::test]
+async fn the_raw_copy_is_the_version_the_event_announced() {
+    let h = Harness::<Validator<Defaults>>::new("validate", CONFIG);
+    let key = "landing/2024-05-01/contacts list.csv";
+    h.objects
+        .insert("acme-landing", key, "id,email\n1,first@b.co\n");
+    let announced = h.objects.version_id("acme-landing", key).unwrap();
+    h.objects
+        .insert("acme-landing", key, "id,email\n2,second@b.co\n");
+    let event = include_str!("../../../tests/fixtures/s3-event.json").replace(
+        r#""eTag": "0123456789abcdef0123456789abcdef","#,
+        &format!(r#""eTag": "0123456789abcdef0123456789abcdef", "versionId": "{announced}","#),
+    );
+    assert!(event.contains(&announced));
+    let response = h.deliver_body(&event).await;
+    assert!(response.batch_item_failures.is_empty(), "{response:?}");
+    let raw = h.objects.keys("data", "raw/");
+    assert_eq!(raw.len(), 1, "{raw:?}");
+    let copied = h.objects.text("data", &raw[0]).unwrap();
+    assert!(copied.contains("first@b.co"), "{copied}");
+    let bodies: Vec<String> = h.queue.sent().into_iter().map(|(_, m)| m.body).collect();
+    assert_eq!(bodies.len(), 1);
+    assert!(bodies[0].contains("first@b.co"), "{}", bodies[0]);
 }

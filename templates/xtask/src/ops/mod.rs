@@ -212,7 +212,11 @@ async fn replay_run(env: &Env, raw: &RawRun, from_step: Option<&str>) -> Result<
         raw.date,
         input.step.clone(),
         format!("replay-{stamp}"),
-        Source::Object { bucket: env.outputs.data_bucket.clone(), key: raw.key.clone() },
+        Source::Object {
+            bucket: env.outputs.data_bucket.clone(),
+            key: raw.key.clone(),
+            version_id: None,
+        },
     );
     let mut send = env
         .sqs
