@@ -185,7 +185,14 @@ impl<S: Step> Runner<S> {
         );
         tracing::warn!(error = %e, report = %key, "record rejected permanently");
         self.write_report(&key, msg, e).await?;
-        crate::kinds::notifier::tell_failure(cx, input, &e.to_string(), &key).await
+        // A failure to tell must not undo the rejection: retrying the message would run the
+        // step again. The report is written and on-call told; the notifiers miss this one.
+        let reason = e.to_string();
+        let told = crate::kinds::notifier::tell_failure(cx, input, &reason, &key);
+        if let Err(error) = told.await {
+            tracing::error!(%error, report = %key, "could not tell the notifiers that the run failed");
+        }
+        Ok(())
     }
 
     async fn reject_unparsed(&self, msg: &Message<'_>, e: &StepError) -> Result<(), StepError> {

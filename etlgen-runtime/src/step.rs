@@ -279,6 +279,18 @@ impl StepContext {
         sc.next_steps.iter().map(|step| self.reader(step)).collect()
     }
 
+    /// The record key of an output for `reader`: `record_key`, or `<this step>/<record_key>`
+    /// when `reader` reads several steps. Two steps may send it the same key (a contact
+    /// importer and a response importer both pass a batch's key on), and one idempotency
+    /// key for both would make the second a redelivery, skipped.
+    fn record_key_for(&self, reader: &str, record_key: &str) -> String {
+        if self.config.producers_of(reader) > 1 {
+            format!("{}/{record_key}", self.step_name)
+        } else {
+            record_key.to_owned()
+        }
+    }
+
     /// Where output for the step named `step` goes: its queue and FIFO group.
     fn reader(&self, step: &str) -> Result<Target, StepError> {
         let reader = self.config.step(step);
@@ -308,7 +320,7 @@ impl StepContext {
             .map_err(|e| StepError::permanent("output is not serializable").with_source(e))?;
         let target = self.reader(step)?;
         let queue_url = target.queue_url.clone();
-        let message = outgoing(target, envelope, &payload)?;
+        let message = outgoing(target, envelope, &envelope.record_key, &payload)?;
         self.services
             .queue
             .send_batch(&queue_url, vec![message])
@@ -341,7 +353,8 @@ impl StepContext {
         }
         for target in targets {
             let queue_url = target.queue_url.clone();
-            let message = outgoing(target, envelope, payload_json)?;
+            let record_key = self.record_key_for(&target.step, &envelope.record_key);
+            let message = outgoing(target, envelope, &record_key, payload_json)?;
             let full = {
                 let mut outbox = self.outbox.lock().await;
                 let queue = outbox.entry(queue_url.clone()).or_default();
@@ -381,12 +394,13 @@ struct Target {
     group_id: Option<String>,
 }
 
-/// The message carrying `envelope` to `target`, with the target's own step name and
-/// idempotency key, and `payload_json` as its payload. An output over SQS's message limit
-/// is refused here, before anything is sent.
+/// The message carrying `envelope` to `target` under `record_key`, with the target's own
+/// step name and idempotency key, and `payload_json` as its payload. An output over SQS's
+/// message limit is refused here, before anything is sent.
 fn outgoing<T>(
     target: Target,
     envelope: &Envelope<T>,
+    record_key: &str,
     payload_json: &str,
 ) -> Result<OutgoingMessage, StepError> {
     let copy = Envelope {
@@ -394,7 +408,7 @@ fn outgoing<T>(
             &envelope.pipeline,
             &envelope.run_id,
             &target.step,
-            &envelope.record_key,
+            record_key,
         ),
         step: target.step,
         schema_version: envelope.schema_version,
@@ -402,7 +416,7 @@ fn outgoing<T>(
         logical_date: envelope.logical_date,
         pipeline: envelope.pipeline.clone(),
         attempt: envelope.attempt,
-        record_key: envelope.record_key.clone(),
+        record_key: record_key.to_owned(),
         record_schema: envelope.record_schema,
         payload: (),
     };
@@ -636,6 +650,27 @@ mod tests {
             by_url["https://sqs.test/reminder.fifo"].group_id.as_deref(),
             Some("g")
         );
+    }
+
+    /// A reader of two steps gets each one's output under a key naming the sender: a
+    /// contact importer and a response importer both pass a batch's key on, and one
+    /// idempotency key for both would make the second a redelivery, skipped.
+    #[tokio::test]
+    async fn a_reader_of_two_steps_tells_their_outputs_apart() {
+        let (cx, queue) = context(
+            "next_steps=['notify']
+             [steps.notify]
+queue_url='https://sqs.test/notify'
+             [steps.other]
+next_steps=['notify']",
+        );
+        let output = envelope("acme", "notify");
+        cx.emit(&output).await.unwrap();
+        cx.flush().await.unwrap();
+        let sent: Envelope<u8> = Envelope::from_json(&queue.sent()[0].1.body).unwrap();
+        assert_eq!(sent.record_key, format!("s/{}", output.record_key));
+        assert!(sent.key_is_consistent());
+        assert_ne!(sent.idempotency_key, output.idempotency_key);
     }
 
     #[tokio::test]

@@ -476,6 +476,10 @@ out["roles"] = {
     r["RoleName"]: iam.list_role_policies(RoleName=r["RoleName"])["PolicyNames"]
     for r in iam.list_roles()["Roles"] if r["RoleName"].startswith(prefix)
 }
+out["policies"] = {
+    name: iam.get_role_policy(RoleName=name, PolicyName="step")["PolicyDocument"]
+    for name, policies in out["roles"].items() if "step" in policies
+}
 lam = boto3.client("lambda", **kw)
 out["functions"] = {
     f["FunctionName"]: f
@@ -700,12 +704,20 @@ fn check_stack(answers: &Answers, endpoint: &str, listed: &Value) {
             "{name}"
         );
         // Each reader's queue URL, under the name the framework maps to
-        // steps.<reader>.queue_url; the validator reads the landing zone.
+        // steps.<reader>.queue_url; the validator reads the landing zone. Every step
+        // but a notifier also has the notifiers', to tell them when a run fails.
+        let notifiers = (answers.steps.iter()).filter(|s| s.kind == "notifier");
+        let tells = if step.kind == "notifier" {
+            Vec::new()
+        } else {
+            notifiers.map(|s| s.name.as_str().to_owned()).collect()
+        };
         let readers: BTreeSet<String> = step
             .feeds
             .iter()
             .filter(|r| Some(r.as_str()) != input_step.map(|i| i.name.as_str()))
             .map(|r| r.as_str().to_string())
+            .chain(tells)
             .collect();
         let sent_to: BTreeSet<String> = vars
             .keys()
@@ -751,6 +763,7 @@ fn check_stack(answers: &Answers, endpoint: &str, listed: &Value) {
             Some(&serde_json::json!(["step"])),
             "{name}: role"
         );
+        check_policy(answers, step, &name, &listed["policies"][&name], queues);
 
         // The event source mapping, with the answers' settings.
         let mappings: Vec<&Value> = listed["mappings"]
@@ -912,4 +925,85 @@ fn check_stack(answers: &Answers, endpoint: &str, listed: &Value) {
         listed["mappings"].as_array().unwrap().len(),
         alarms.len()
     );
+}
+
+/// The step's policy: the raw zone is denied to every step but the input's reader, and a
+/// step may send to the queues of its readers and of the pipeline's notifiers, which it
+/// tells when it rejects a run's message.
+fn check_policy(
+    answers: &Answers,
+    step: &etlgen::answers::Step,
+    name: &str,
+    policy: &Value,
+    queues: &serde_json::Map<String, Value>,
+) {
+    // boto3 decodes the document; a string is the JSON text itself.
+    let policy: Value = match policy {
+        Value::String(text) => serde_json::from_str(text).unwrap(),
+        other => other.clone(),
+    };
+    let statements = policy["Statement"].as_array().unwrap();
+    let sid = |sid: &str| statements.iter().find(|s| s["Sid"] == sid);
+    let resources = |s: &Value| -> Vec<String> {
+        match &s["Resource"] {
+            Value::String(one) => vec![one.clone()],
+            Value::Array(many) => many
+                .iter()
+                .map(|r| r.as_str().unwrap().to_owned())
+                .collect(),
+            _ => Vec::new(),
+        }
+    };
+    let catalog = Catalog::builtin();
+    let reads_input =
+        etlgen::answers::consumes(step, catalog.kind(&step.kind).unwrap()) == Catalog::INPUT;
+    if reads_input {
+        let actions = sid("ReadWriteDataBucket").map(|s| s["Action"].to_string());
+        assert!(
+            actions.is_some_and(|a| a.contains("s3:GetObjectVersion")),
+            "{name}: copies the version an event names"
+        );
+    }
+    match sid("RawZoneIsTheInputReaders") {
+        Some(deny) => {
+            assert!(
+                !reads_input,
+                "{name}: the input's reader is denied the raw zone"
+            );
+            assert_eq!(deny["Effect"], "Deny", "{name}");
+            assert!(
+                resources(deny).iter().all(|r| r.ends_with("-data/raw/*")),
+                "{name}: {deny}"
+            );
+        }
+        None => assert!(reads_input, "{name}: may write the raw zone"),
+    }
+    let prefix = format!("{}-local-", answers.client.as_str());
+    let sends: Vec<String> = sid("SendToNextSteps").map(resources).unwrap_or_default();
+    let notifiers =
+        (answers.steps.iter()).filter(|s| s.kind == "notifier" && step.kind != "notifier");
+    for target in step
+        .feeds
+        .iter()
+        .map(|f| f.as_str())
+        .chain(notifiers.map(|s| s.name.as_str()))
+    {
+        let reader = answers.step(target).unwrap();
+        let reads_landing = etlgen::answers::consumes(reader, catalog.kind(&reader.kind).unwrap())
+            == Catalog::INPUT;
+        if reads_landing {
+            continue;
+        }
+        let suffix = if reader.settings.step.fifo {
+            ".fifo"
+        } else {
+            ""
+        };
+        let queue = format!("{prefix}{target}{suffix}");
+        let arn = queues[&queue]["QueueArn"].as_str().unwrap();
+        assert!(
+            sends.iter().any(|r| r == arn),
+            "{name} may send to {target}: {sends:?}"
+        );
+    }
 }

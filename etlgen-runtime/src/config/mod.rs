@@ -439,6 +439,16 @@ impl Config {
         self.steps.get(name).cloned().unwrap_or_default()
     }
 
+    /// How many steps send their output to the step named `name` (`next_steps`, or
+    /// `next_step`).
+    pub fn producers_of(&self, name: &str) -> usize {
+        (self.steps.values())
+            .filter(|s| {
+                s.next_steps.iter().any(|n| n == name) || s.next_step.as_deref() == Some(name)
+            })
+            .count()
+    }
+
     /// A step kind's own settings, read from `[steps.<name>]`.
     pub fn step_settings<T: DeserializeOwned>(&self, name: &str) -> Result<T, ConfigError> {
         let path = format!("steps.{name}");

@@ -128,9 +128,14 @@ pub trait Hooks: Send + Sync + 'static {
 
     /// Decides what goes to the next step.
     ///
-    /// By default the written location, keyed `export`; see [`choose_output`].
-    fn choose_output(&self, written: ExportWritten) -> Vec<Output<ExportWritten>> {
-        choose_output(written)
+    /// By default the written location, keyed by the input's record key, so a reader
+    /// tells one export from the next; see [`choose_output`].
+    fn choose_output(
+        &self,
+        input: &Envelope<serde_json::Value>,
+        written: ExportWritten,
+    ) -> Vec<Output<ExportWritten>> {
+        choose_output(input, written)
     }
 }
 
@@ -177,8 +182,11 @@ pub fn destination(
 }
 
 /// The default of [`Hooks::choose_output`].
-pub fn choose_output(written: ExportWritten) -> Vec<Output<ExportWritten>> {
-    vec![Output::new("export", written)]
+pub fn choose_output(
+    input: &Envelope<serde_json::Value>,
+    written: ExportWritten,
+) -> Vec<Output<ExportWritten>> {
+    vec![Output::new(input.record_key.clone(), written)]
 }
 
 #[derive(Deserialize)]
@@ -252,7 +260,7 @@ impl<H: Hooks + Default> Step for Exporter<H> {
         emit_all(
             input,
             self.hooks
-                .choose_output(ExportWritten { destination, bytes }),
+                .choose_output(input, ExportWritten { destination, bytes }),
             cx,
         )
         .await

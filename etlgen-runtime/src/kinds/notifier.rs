@@ -36,7 +36,7 @@ pub const KIND: &str = "notifier";
 pub const HOOKS: &[&str] = &["render"];
 
 /// `[steps.<name>]` of a notifier.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 pub struct Settings {
     /// The SNS topic.
     #[serde(default)]
@@ -44,36 +44,29 @@ pub struct Settings {
     /// Put before every subject, for example `[acme prod]`.
     #[serde(default)]
     pub subject_prefix: String,
-    /// One notification per run and outcome (`true`), or one per message read.
-    #[serde(default = "default_true")]
-    pub once_per_run: bool,
+    /// One notification per run and outcome (`true`), or one per message read. By default
+    /// `true` when either count below is set (etlgen sets both), else `false`, which is
+    /// how a notifier whose config predates the counts behaved.
+    #[serde(default)]
+    pub once_per_run: Option<bool>,
     /// Inputs a run brings for each batch the validator emits (a step before this one
     /// that sends one message per batch, such as a response importer).
     #[serde(default)]
     pub inputs_per_batch: u64,
     /// Inputs a run brings once (a step that sends one message per run, such as a
-    /// distribution scheduler). With both at 0, a run is done at its first input.
+    /// distribution scheduler). With both at 0 and `once_per_run = true`, a run is done at
+    /// its first input.
     #[serde(default)]
     pub inputs_per_run: u64,
 }
 
-impl Default for Settings {
-    fn default() -> Self {
-        Self {
-            topic_arn: String::new(),
-            subject_prefix: String::new(),
-            once_per_run: true,
-            inputs_per_batch: 0,
-            inputs_per_run: 0,
-        }
-    }
-}
-
-fn default_true() -> bool {
-    true
-}
-
 impl Settings {
+    /// Whether to notify once per run: `once_per_run`, or by default whether the run's
+    /// inputs are counted.
+    pub fn once_per_run(&self) -> bool {
+        (self.once_per_run).unwrap_or(self.inputs_per_batch > 0 || self.inputs_per_run > 0)
+    }
+
     /// The inputs a run of `batches` validator batches brings, at least one.
     pub fn expected_inputs(&self, batches: u64) -> u64 {
         (self.inputs_per_batch.saturating_mul(batches))
@@ -95,10 +88,11 @@ pub struct RunFailed {
     pub report: String,
 }
 
-/// Tells every notifier of the pipeline but this step that `input`'s run failed at this
-/// step. The record key names the step and the message's idempotency key, so a
-/// redelivered rejection is the notifier's redelivery too, and skipped. A notifier named
-/// in `pipeline.notifiers` without a `queue_url` is a deployment error, retried.
+/// Tells every notifier of the pipeline that `input`'s run failed at this step, unless
+/// this step is a notifier. The record key names the step and the message's idempotency
+/// key, so a redelivered rejection is the notifier's redelivery too, and skipped. A
+/// notifier named in `pipeline.notifiers` without a `queue_url` is an error: the
+/// deployment sets it.
 pub async fn tell_failure<T>(
     cx: &StepContext,
     input: &Envelope<T>,
@@ -112,11 +106,14 @@ pub async fn tell_failure<T>(
         report: format!("s3://{}/{report}", cx.data_bucket()),
     };
     let record_key = format!("failed/{}/{}", cx.step_name(), input.idempotency_key);
-    for notifier in &cx.config().pipeline.notifiers {
-        if notifier != cx.step_name() {
-            let envelope = input.next(notifier, record_key.clone(), &failed);
-            cx.send_to(notifier, &envelope).await?;
-        }
+    let notifiers = &cx.config().pipeline.notifiers;
+    // A notifier's own rejections are on-call's: it has nobody's queue but its own.
+    if notifiers.iter().any(|n| n == cx.step_name()) {
+        return Ok(());
+    }
+    for notifier in notifiers {
+        let envelope = input.next(notifier, record_key.clone(), &failed);
+        cx.send_to(notifier, &envelope).await?;
     }
     Ok(())
 }
@@ -312,7 +309,7 @@ impl<H: Hooks + Default> Step for Notifier<H> {
         input: &Envelope<serde_json::Value>,
         cx: &StepContext,
     ) -> Result<(), StepError> {
-        if !self.settings.once_per_run {
+        if !self.settings.once_per_run() {
             return self.publish(input, cx).await;
         }
         let failed = is_failure(&input.payload);

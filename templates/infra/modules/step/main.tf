@@ -91,6 +91,19 @@ data "aws_iam_policy_document" "lambda" {
     resources = ["${aws_cloudwatch_log_group.lambda.arn}:*"]
   }
 
+  # The raw zone is the run's input as it arrived: only the step that reads the input
+  # writes it, so no other step's code, or hook, can change what a replay reads.
+  dynamic "statement" {
+    for_each = var.writes_raw ? [] : [1]
+
+    content {
+      sid       = "RawZoneIsTheInputReaders"
+      effect    = "Deny"
+      actions   = ["s3:PutObject"]
+      resources = ["${var.data_bucket.arn}/raw/*"]
+    }
+  }
+
   statement {
     sid       = "ListDataBucket"
     actions   = ["s3:ListBucket"]
@@ -98,9 +111,10 @@ data "aws_iam_policy_document" "lambda" {
   }
 
   # AbortMultipartUpload: a streamed upload that fails part-way leaves no billed parts.
+  # GetObjectVersion: the validator copies the version an S3 event names.
   statement {
     sid       = "ReadWriteDataBucket"
-    actions   = ["s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"]
+    actions   = ["s3:GetObject", "s3:GetObjectVersion", "s3:PutObject", "s3:AbortMultipartUpload"]
     resources = ["${var.data_bucket.arn}/*"]
   }
 
@@ -109,7 +123,7 @@ data "aws_iam_policy_document" "lambda" {
 
     content {
       sid       = "ReadInputBuckets"
-      actions   = ["s3:GetObject", "s3:ListBucket"]
+      actions   = ["s3:GetObject", "s3:GetObjectVersion", "s3:ListBucket"]
       resources = concat(var.read_bucket_arns, [for arn in var.read_bucket_arns : "${arn}/*"])
     }
   }

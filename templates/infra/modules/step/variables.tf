@@ -151,6 +151,12 @@ variable "data_bucket" {
   })
 }
 
+variable "writes_raw" {
+  description = "Whether the step reads the pipeline's input and so writes the raw zone (raw/ of the data bucket); every other step is denied it."
+  type        = bool
+  default     = false
+}
+
 variable "read_bucket_arns" {
   description = "Other buckets the step reads objects from (the validator: the client's landing bucket)."
   type        = list(string)

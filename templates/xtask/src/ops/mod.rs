@@ -260,25 +260,17 @@ async fn clear_ledgers(env: &Env, raw: &RawRun, from: &str) -> Result<()> {
     let mut cleared = 0;
     for step in &order[start..] {
         for batch in 1..=manifest.batches {
-            let key = etlgen_runtime::IdempotencyKey::derive(
-                &env.outputs.pipeline,
-                &run,
-                step,
-                &format!("batch-{batch:06}"),
-            );
-            let ledger = etlgen_runtime::zones::ledger(&env.outputs.pipeline, step, &key);
-            if env.read(&ledger).await?.is_none() {
+            let key = format!("batch-{batch:06}");
+            if clear_entry(env, &run, step, &key).await? {
+                cleared += 1;
                 continue;
             }
-            env.s3
-                .delete_object()
-                .bucket(&env.outputs.data_bucket)
-                .key(&ledger)
-                .send()
-                .await
-                .map_err(crate::sdk_error)
-                .with_context(|| format!("clearing {ledger}"))?;
-            cleared += 1;
+            // A batch over SQS's message limit went as parts: `batch-NNNNNN.1`, `.2`, ….
+            let mut part = 1;
+            while clear_entry(env, &run, step, &format!("{key}.{part}")).await? {
+                cleared += 1;
+                part += 1;
+            }
         }
     }
     ensure!(
@@ -294,6 +286,25 @@ async fn clear_ledgers(env: &Env, raw: &RawRun, from: &str) -> Result<()> {
         raw.run
     );
     Ok(())
+}
+
+/// Removes the ledger entry of `step` for the record key `key` of `run`; whether there
+/// was one.
+async fn clear_entry(env: &Env, run: &RunId, step: &str, key: &str) -> Result<bool> {
+    let key = etlgen_runtime::IdempotencyKey::derive(&env.outputs.pipeline, run, step, key);
+    let ledger = etlgen_runtime::zones::ledger(&env.outputs.pipeline, step, &key);
+    if env.read(&ledger).await?.is_none() {
+        return Ok(false);
+    }
+    env.s3
+        .delete_object()
+        .bucket(&env.outputs.data_bucket)
+        .key(&ledger)
+        .send()
+        .await
+        .map_err(crate::sdk_error)
+        .with_context(|| format!("clearing {ledger}"))?;
+    Ok(true)
 }
 
 pub fn replay(args: Replay) -> Result<()> {
