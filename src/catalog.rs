@@ -106,6 +106,10 @@ pub struct StepKind {
     /// of a run for good (`pipeline.notifiers`), and which counts the inputs of a run.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub notifies: bool,
+    /// Whether it acts once per run, when every input the run brings has come, and so
+    /// gets `inputs_per_batch` and `inputs_per_run` in its config.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub counts_inputs: bool,
     /// Hook points the client may override in the step's `hooks.rs`.
     pub hooks: Vec<String>,
     /// Default queue and function settings.

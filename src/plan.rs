@@ -318,7 +318,8 @@ fn repo_context<'a>(answers: &'a Answers, catalog: &'a Catalog) -> RepoContext<'
         .iter()
         .map(|step| {
             let mut context = step_context(step, answers, catalog);
-            if catalog.kind(&step.kind).is_some_and(|k| k.notifies) {
+            let kind = catalog.kind(&step.kind).expect("resolved");
+            if kind.counts_inputs {
                 let inputs = run_inputs.get(step.name.as_str()).copied();
                 let inputs = inputs.unwrap_or_default();
                 for (key, value) in [
@@ -330,7 +331,8 @@ fn repo_context<'a>(answers: &'a Answers, catalog: &'a Catalog) -> RepoContext<'
                         value: value.to_string(),
                     });
                 }
-            } else {
+            }
+            if !kind.notifies {
                 context.tells = (notifiers.iter().copied())
                     .filter(|n| !context.sends_to.contains(n))
                     .collect();

@@ -136,6 +136,19 @@ impl<S: Step> Runner<S> {
         };
         input.attempt = msg.receive_count.max(1);
         tracing::Span::current().record("run_id", input.run_id.as_str());
+        if input.attempt > 1 && !self.config.pipeline.notifiers.is_empty() {
+            // A rejection whose telling failed comes back to be told, not to run again.
+            let key = self.rejected_key(&input);
+            let bucket = &self.config.pipeline.data_bucket;
+            if let Some(report) = read_small(&*self.services.objects, bucket, &key).await? {
+                let reason = serde_json::from_slice::<serde_json::Value>(&report)
+                    .ok()
+                    .and_then(|r| r["reason"].as_str().map(str::to_owned))
+                    .unwrap_or_default();
+                tracing::warn!(report = %key, "rejected before: telling the notifiers");
+                return crate::kinds::notifier::tell_failure(&cx, &input, &reason, &key).await;
+            }
+        }
         match self.run(&input, &cx).await {
             Err(e) if !e.is_retryable() => self.reject(msg, &input, &e, &cx).await,
             other => other,
@@ -177,22 +190,21 @@ impl<S: Step> Runner<S> {
         e: &StepError,
         cx: &StepContext,
     ) -> Result<(), StepError> {
-        let key = zones::report(
+        let key = self.rejected_key(input);
+        tracing::warn!(error = %e, report = %key, "record rejected permanently");
+        self.write_report(&key, msg, e).await?;
+        // Failing to tell fails the message; its redelivery finds the report and only tells.
+        crate::kinds::notifier::tell_failure(cx, input, &e.to_string(), &key).await
+    }
+
+    /// Where a rejected envelope's report goes.
+    fn rejected_key<T>(&self, input: &Envelope<T>) -> String {
+        zones::report(
             input.logical_date,
             &input.run_id,
             &self.step_name,
             &format!("rejected/{}.json", input.idempotency_key),
-        );
-        tracing::warn!(error = %e, report = %key, "record rejected permanently");
-        self.write_report(&key, msg, e).await?;
-        // A failure to tell must not undo the rejection: retrying the message would run the
-        // step again. The report is written and on-call told; the notifiers miss this one.
-        let reason = e.to_string();
-        let told = crate::kinds::notifier::tell_failure(cx, input, &reason, &key);
-        if let Err(error) = told.await {
-            tracing::error!(%error, report = %key, "could not tell the notifiers that the run failed");
-        }
-        Ok(())
+        )
     }
 
     async fn reject_unparsed(&self, msg: &Message<'_>, e: &StepError) -> Result<(), StepError> {

@@ -301,12 +301,24 @@ impl ObjectStore for MemoryObjectStore {
 #[derive(Debug, Default)]
 pub struct MemoryQueue {
     sent: Mutex<Vec<(String, OutgoingMessage)>>,
+    refused: Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl MemoryQueue {
     /// Every `(queue_url, message)` sent, in order.
     pub fn sent(&self) -> Vec<(String, OutgoingMessage)> {
         lock(&self.sent).clone()
+    }
+
+    /// Refuses sends to `queue_url` with a 503, as SQS does when it is throttling, until
+    /// [`MemoryQueue::accept`].
+    pub fn refuse(&self, queue_url: &str) {
+        lock(&self.refused).insert(queue_url.to_owned());
+    }
+
+    /// Takes sends to `queue_url` again.
+    pub fn accept(&self, queue_url: &str) {
+        lock(&self.refused).remove(queue_url);
     }
 }
 
@@ -317,6 +329,12 @@ impl Queue for MemoryQueue {
         queue_url: &str,
         messages: Vec<OutgoingMessage>,
     ) -> Result<(), StepError> {
+        if lock(&self.refused).contains(queue_url) {
+            return Err(StepError::from_status(
+                503,
+                format!("{queue_url} is refusing sends"),
+            ));
+        }
         if messages.len() > crate::step::SEND_BATCH_MAX {
             return Err(StepError::permanent(
                 "more than ten entries in one SendMessageBatch",

@@ -855,3 +855,45 @@ async fn a_replaced_file_under_a_key_without_its_copy_id_is_uploaded_again() {
         "the new version landed"
     );
 }
+
+/// With the run's inputs counted, the exporter exports once, when the last input has
+/// come: exporting at every input overwrote the run's file with whichever export finished
+/// last, possibly one started before the last batch was imported.
+#[tokio::test]
+async fn a_counted_run_is_exported_once_after_its_last_input() {
+    let config = EXPORTER.replace("max_polls = 2\n", "max_polls = 2\ninputs_per_batch = 1\n");
+    let h = Harness::<exporter::Exporter<Defaults>>::new("export", &config);
+    h.qualtrics
+        .on(Method::Post, EXPORTS, json!({"progressId": "ES_1"}))
+        .on(
+            Method::Get,
+            &format!("{EXPORTS}/ES_1"),
+            json!({"status": "complete", "fileId": "F_1"}),
+        )
+        .on_bytes(Method::Get, &format!("{EXPORTS}/F_1/file"), "zip");
+    let run = h.envelope("x", ());
+    let manifest = RunManifest {
+        batches: 2,
+        valid: 4,
+        rejected: 0,
+    };
+    h.objects.insert(
+        "data",
+        &etlgen_runtime::kinds::manifest_key(run.logical_date, &run.run_id),
+        serde_json::to_vec(&manifest).unwrap(),
+    );
+    let exports = || h.qualtrics.requests_to(Method::Post, EXPORTS).len();
+    for (key, expected) in [
+        ("batch-000001", 0),
+        ("batch-000002", 1),
+        ("batch-000001", 1),
+    ] {
+        let input = h.envelope(key, json!({"imported": key}));
+        let response = h.deliver(&input).await;
+        assert!(response.batch_item_failures.is_empty(), "{key}");
+        assert_eq!(exports(), expected, "exports after {key}");
+    }
+    let emitted = h.emitted::<exporter::ExportWritten>();
+    assert!(!emitted.is_empty());
+    assert!(emitted.iter().all(|e| e.record_key == "export"));
+}

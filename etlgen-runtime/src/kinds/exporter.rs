@@ -5,8 +5,15 @@
 //! under a key derived from the run, so a redelivery overwrites the same object instead of
 //! adding another.
 //!
-//! The export it started is recorded under `runs/<date>/<run>/<step>/export-<key>.json`
-//! before it is polled, so a redelivery (the polls ran out on a large survey, the Lambda
+//! It exports a run once, when the last of its inputs has come: each input is marked and
+//! counted against `inputs_per_batch` times the validator's batches plus `inputs_per_run`
+//! (see `kinds::all_inputs_come`), a claim makes one delivery export, and the result is
+//! stored so a later message re-emits it. Exporting at every input, as with neither count
+//! set, overwrote the run's file with whichever export finished last, possibly one started
+//! before the last batch was imported.
+//!
+//! The export it started is recorded under `runs/<date>/<run>/<step>/export.json` (or
+//! `export-<key>.json` per input) before it is polled, so a redelivery (the polls ran out on a large survey, the Lambda
 //! timed out) goes on polling that export instead of starting another and waiting from the
 //! beginning again, which a slow export would never outlast. A recorded export that is gone
 //! or failed, or whose file is, is replaced by a new one.
@@ -19,7 +26,10 @@ use serde_json::json;
 use crate::envelope::Envelope;
 use crate::error::StepError;
 use crate::kinds::distribution::qualtrics_time;
-use crate::kinds::{Output, emit_all, poll, read_state, write_state};
+use crate::kinds::{
+    Claim, Output, RunInputs, all_inputs_come, claim, emit_all, poll, read_state, release,
+    write_state,
+};
 use crate::ports::ObjectReader;
 use crate::qualtrics::{ApiRequest, endpoint};
 use crate::step::{InitContext, Step, StepContext};
@@ -54,6 +64,14 @@ pub struct Settings {
     /// Progress polls before giving up (retryable).
     #[serde(default = "default_max_polls")]
     pub max_polls: u32,
+    /// Inputs a run brings for each batch the validator emits. With this or
+    /// `inputs_per_run` set (etlgen sets both from the wiring), the run is exported once,
+    /// when its last input has come; with neither, every input is exported.
+    #[serde(default)]
+    pub inputs_per_batch: u64,
+    /// Inputs a run brings once.
+    #[serde(default)]
+    pub inputs_per_run: u64,
 }
 
 fn default_format() -> String {
@@ -128,14 +146,9 @@ pub trait Hooks: Send + Sync + 'static {
 
     /// Decides what goes to the next step.
     ///
-    /// By default the written location, keyed by the input's record key, so a reader
-    /// tells one export from the next; see [`choose_output`].
-    fn choose_output(
-        &self,
-        input: &Envelope<serde_json::Value>,
-        written: ExportWritten,
-    ) -> Vec<Output<ExportWritten>> {
-        choose_output(input, written)
+    /// By default the written location, keyed `export`; see [`choose_output`].
+    fn choose_output(&self, written: ExportWritten) -> Vec<Output<ExportWritten>> {
+        choose_output(written)
     }
 }
 
@@ -182,11 +195,8 @@ pub fn destination(
 }
 
 /// The default of [`Hooks::choose_output`].
-pub fn choose_output(
-    input: &Envelope<serde_json::Value>,
-    written: ExportWritten,
-) -> Vec<Output<ExportWritten>> {
-    vec![Output::new(input.record_key.clone(), written)]
+pub fn choose_output(written: ExportWritten) -> Vec<Output<ExportWritten>> {
+    vec![Output::new("export", written)]
 }
 
 #[derive(Deserialize)]
@@ -232,21 +242,74 @@ impl<H: Hooks + Default> Step for Exporter<H> {
         input: &Envelope<serde_json::Value>,
         cx: &StepContext,
     ) -> Result<(), StepError> {
-        let state = zones::run_state(
-            input.logical_date,
-            &input.run_id,
-            &format!("{}/export-{}.json", cx.step_name(), input.idempotency_key),
-        );
-        let resumed = read_state::<Started>(cx, &state).await?;
+        let inputs = RunInputs {
+            per_batch: self.settings.inputs_per_batch,
+            per_run: self.settings.inputs_per_run,
+        };
+        let state = |name: &str| {
+            zones::run_state(
+                input.logical_date,
+                &input.run_id,
+                &format!("{}/{name}", cx.step_name()),
+            )
+        };
+        if !inputs.counted() {
+            let written = self
+                .export(
+                    input,
+                    cx,
+                    &state(&format!("export-{}.json", input.idempotency_key)),
+                )
+                .await?;
+            return emit_all(input, self.hooks.choose_output(written), cx).await;
+        }
+        let result_key = state("result.json");
+        if let Some(done) = read_state::<ExportWritten>(cx, &result_key).await? {
+            return emit_all(input, self.hooks.choose_output(done), cx).await;
+        }
+        if all_inputs_come(input, inputs, cx).await?.is_none() {
+            tracing::info!("the run has inputs still to come; the last of them exports it");
+            return Ok(());
+        }
+        let claim_key = state("claim");
+        if claim(cx, &claim_key, input.attempt).await? == Claim::HeldByOther {
+            // Not a no-op: if the holder crashed, this message must come back, find the
+            // result, or take the claim over once its lease expires.
+            return Err(StepError::retryable(
+                "another delivery of this run is exporting it",
+            ));
+        }
+        let written = match self.export(input, cx, &state("export.json")).await {
+            Err(e) => {
+                release(cx, &claim_key, input.attempt, &e).await?;
+                return Err(e);
+            }
+            Ok(written) => written,
+        };
+        write_state(cx, &result_key, &written).await?;
+        emit_all(input, self.hooks.choose_output(written), cx).await
+    }
+}
+
+impl<H: Hooks> Exporter<H> {
+    /// Exports the run's responses to the destination. The export started is recorded
+    /// under `state` before it is polled, so a redelivery goes on polling it.
+    async fn export(
+        &self,
+        input: &Envelope<serde_json::Value>,
+        cx: &StepContext,
+        state: &str,
+    ) -> Result<ExportWritten, StepError> {
+        let resumed = read_state::<Started>(cx, state).await?;
         let file = match resumed.and_then(|started| started.progress_id) {
             Some(progress_id) => match self.file(&progress_id, cx).await {
                 Err(e) if !e.is_retryable() => {
                     tracing::warn!(%progress_id, error = %e, "the export a delivery started, or its file, is gone or failed: starting another");
-                    self.start(input, cx, &state).await?
+                    self.start(input, cx, state).await?
                 }
                 fetched => fetched?,
             },
-            None => self.start(input, cx, &state).await?,
+            None => self.start(input, cx, state).await?,
         };
         let destination = self
             .hooks
@@ -257,17 +320,9 @@ impl<H: Hooks + Default> Step for Exporter<H> {
             }
             Destination::Sftp { path } => cx.services().sftp.write_stream(path, file).await?,
         };
-        emit_all(
-            input,
-            self.hooks
-                .choose_output(input, ExportWritten { destination, bytes }),
-            cx,
-        )
-        .await
+        Ok(ExportWritten { destination, bytes })
     }
-}
 
-impl<H: Hooks> Exporter<H> {
     /// Starts an export, records it under `state` and opens its file once it is ready. One
     /// that fails is recorded as none, so a replay starts afresh.
     async fn start(

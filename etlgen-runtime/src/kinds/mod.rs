@@ -117,6 +117,60 @@ pub async fn write_state<T: Serialize>(
         .await
 }
 
+/// How many messages of a run a once-per-run step reads: `per_batch` for each batch the
+/// validator emits, plus `per_run`. etlgen works both out from the pipeline's wiring.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub struct RunInputs {
+    /// Inputs per batch of valid records (a step before that sends one per batch).
+    pub per_batch: u64,
+    /// Inputs once per run (a step before that sends one per run).
+    pub per_run: u64,
+}
+
+impl RunInputs {
+    /// Whether any input is counted.
+    pub fn counted(&self) -> bool {
+        self.per_batch > 0 || self.per_run > 0
+    }
+
+    /// The inputs a run of `batches` validator batches brings, at least one.
+    pub fn expected(&self, batches: u64) -> u64 {
+        (self.per_batch.saturating_mul(batches))
+            .saturating_add(self.per_run)
+            .max(1)
+    }
+}
+
+/// Marks `input` as come, then says whether every input of its run has: the run's
+/// manifest (or `None` when no input is per batch and the manifest is not needed) once
+/// they all have, `Err`-free `None` before. Each delivery marks before it counts, so the
+/// last input to arrive finds them all, whatever the order or concurrency; a redelivery
+/// marks the same object again. The markers are `runs/<date>/<run>/<step>/inputs/<key>`.
+pub async fn all_inputs_come<T>(
+    input: &Envelope<T>,
+    inputs: RunInputs,
+    cx: &StepContext,
+) -> Result<Option<Option<RunManifest>>, StepError> {
+    let prefix = zones::run_state(
+        input.logical_date,
+        &input.run_id,
+        &format!("{}/inputs/", cx.step_name()),
+    );
+    let objects = &cx.services().objects;
+    let marker = format!("{prefix}{}", input.idempotency_key);
+    objects.put(cx.data_bucket(), &marker, Bytes::new()).await?;
+    let manifest =
+        read_state::<RunManifest>(cx, &manifest_key(input.logical_date, &input.run_id)).await?;
+    if manifest.is_none() && inputs.per_batch > 0 {
+        tracing::info!("the run's manifest is not written yet; a later input completes it");
+        return Ok(None);
+    }
+    let expected = inputs.expected(manifest.as_ref().map_or(0, |m| m.batches));
+    let come = objects.list(cx.data_bucket(), &prefix).await?.len() as u64;
+    tracing::info!(come, expected, "once-per-run fan-in check");
+    Ok((come >= expected).then_some(manifest))
+}
+
 /// The outcome of [`claim`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Claim {

@@ -25,7 +25,7 @@ use serde_json::json;
 
 use crate::envelope::Envelope;
 use crate::error::StepError;
-use crate::kinds::{Claim, RunManifest, claim, manifest_key, read_state, release, write_state};
+use crate::kinds::{Claim, RunInputs, all_inputs_come, claim, read_state, release, write_state};
 use crate::step::{InitContext, Step, StepContext};
 use crate::zones;
 
@@ -65,13 +65,6 @@ impl Settings {
     /// inputs are counted.
     pub fn once_per_run(&self) -> bool {
         (self.once_per_run).unwrap_or(self.inputs_per_batch > 0 || self.inputs_per_run > 0)
-    }
-
-    /// The inputs a run of `batches` validator batches brings, at least one.
-    pub fn expected_inputs(&self, batches: u64) -> u64 {
-        (self.inputs_per_batch.saturating_mul(batches))
-            .saturating_add(self.inputs_per_run)
-            .max(1)
     }
 }
 
@@ -230,37 +223,14 @@ impl<H: Hooks> Notifier<H> {
         input: &Envelope<serde_json::Value>,
         cx: &StepContext,
     ) -> Result<Option<serde_json::Value>, StepError> {
-        let state = |name: &str| {
-            zones::run_state(
-                input.logical_date,
-                &input.run_id,
-                &format!("{}/{name}", cx.step_name()),
-            )
+        let inputs = RunInputs {
+            per_batch: self.settings.inputs_per_batch,
+            per_run: self.settings.inputs_per_run,
+        };
+        let Some(manifest) = all_inputs_come(input, inputs, cx).await? else {
+            return Ok(None);
         };
         let objects = &cx.services().objects;
-        let marker = state(&format!("inputs/{}", input.idempotency_key));
-        objects
-            .put(cx.data_bucket(), &marker, Default::default())
-            .await?;
-        let manifest =
-            read_state::<RunManifest>(cx, &manifest_key(input.logical_date, &input.run_id)).await?;
-        let expected = match (&manifest, self.settings.inputs_per_batch) {
-            (None, 1..) => {
-                tracing::info!("the run's manifest is not written yet; a later input notifies");
-                return Ok(None);
-            }
-            (manifest, _) => self
-                .settings
-                .expected_inputs(manifest.as_ref().map_or(0, |m| m.batches)),
-        };
-        let come = objects
-            .list(cx.data_bucket(), &state("inputs/"))
-            .await?
-            .len() as u64;
-        tracing::info!(come, expected, "notifier fan-in check");
-        if come < expected {
-            return Ok(None);
-        }
         // A step may pass a rejected message's outcome on (a contact importer counts its
         // contacts as failed so the run's distribution goes ahead): the run then completes,
         // with failures, and says how many.
@@ -357,6 +327,7 @@ impl<H: Hooks + Default> Step for Notifier<H> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kinds::{RunManifest, manifest_key};
     use crate::testing::Harness;
 
     #[derive(Debug, Default)]

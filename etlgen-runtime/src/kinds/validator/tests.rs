@@ -524,3 +524,48 @@ async fn the_raw_copy_is_the_version_the_event_announced() {
     assert_eq!(bodies.len(), 1);
     assert!(bodies[0].contains("first@b.co"), "{}", bodies[0]);
 }
+
+/// A rejection whose telling fails (SQS throttling the notifier's queue) fails the message,
+/// and its redelivery finds the report and only tells: the notifier hears of the run's
+/// failure, and on-call is not told twice.
+#[tokio::test]
+async fn a_rejection_the_notifiers_missed_is_told_on_redelivery() {
+    let config = format!(
+        "{}\n[steps.notify]\nqueue_url = 'https://sqs.test/notify'\n",
+        CONFIG
+            .replace(
+                "data_bucket = \"data\"\n",
+                "data_bucket = \"data\"\nnotifiers = [\"notify\"]\n[runtime]\nfailure_topic_arn = 'arn:oncall'\n",
+            )
+    );
+    let h = Harness::<Validator<Defaults>>::new("validate", &config);
+    h.objects.insert(
+        "landing",
+        "in/2024-05-01/file.csv",
+        &b"id,\xe9mail\n1,a@b.co\n"[..],
+    );
+    let source = Source::Object {
+        bucket: "landing".into(),
+        key: "in/2024-05-01/file.csv".into(),
+        version_id: None,
+    };
+    let body = h.envelope("file", source).to_json().unwrap();
+    h.queue.refuse("https://sqs.test/notify");
+    let first = h
+        .runner
+        .handle_event(crate::testing::sqs_event(&[&body]))
+        .await;
+    assert_eq!(first.batch_item_failures.len(), 1, "retried to tell");
+    h.queue.accept("https://sqs.test/notify");
+    let mut again = crate::testing::sqs_event(&[&body]);
+    (again.records[0].attributes).insert("ApproximateReceiveCount".into(), "2".into());
+    let second = h.runner.handle_event(again).await;
+    assert!(second.batch_item_failures.is_empty(), "{second:?}");
+    let told: Vec<String> = (h.queue.sent().into_iter())
+        .filter(|(url, _)| url == "https://sqs.test/notify")
+        .map(|(_, m)| m.body)
+        .collect();
+    assert_eq!(told.len(), 1, "{told:?}");
+    assert!(told[0].contains("UTF-8"), "{}", told[0]);
+    assert_eq!(h.notifications.published().len(), 1, "on-call told once");
+}

@@ -261,16 +261,14 @@ async fn clear_ledgers(env: &Env, raw: &RawRun, from: &str) -> Result<()> {
     for step in &order[start..] {
         for batch in 1..=manifest.batches {
             let key = format!("batch-{batch:06}");
-            if clear_entry(env, &run, step, &key).await? {
-                cleared += 1;
-                continue;
+            let mut found = clear_batch(env, &run, step, &key).await?;
+            if found == 0 {
+                // A step reading several steps keys each one's output `<sender>/<key>`.
+                for sender in order {
+                    found += clear_batch(env, &run, step, &format!("{sender}/{key}")).await?;
+                }
             }
-            // A batch over SQS's message limit went as parts: `batch-NNNNNN.1`, `.2`, ….
-            let mut part = 1;
-            while clear_entry(env, &run, step, &format!("{key}.{part}")).await? {
-                cleared += 1;
-                part += 1;
-            }
+            cleared += found;
         }
     }
     ensure!(
@@ -286,6 +284,20 @@ async fn clear_ledgers(env: &Env, raw: &RawRun, from: &str) -> Result<()> {
         raw.run
     );
     Ok(())
+}
+
+/// Removes the ledger entries of `step` for the batch keyed `key` of `run`, or, if it went
+/// as parts because it was over SQS's message limit, for its parts `<key>.1`, `<key>.2`, …;
+/// how many there were.
+async fn clear_batch(env: &Env, run: &RunId, step: &str, key: &str) -> Result<usize> {
+    if clear_entry(env, run, step, key).await? {
+        return Ok(1);
+    }
+    let mut parts = 0;
+    while clear_entry(env, run, step, &format!("{key}.{}", parts + 1)).await? {
+        parts += 1;
+    }
+    Ok(parts)
 }
 
 /// Removes the ledger entry of `step` for the record key `key` of `run`; whether there
