@@ -137,16 +137,17 @@ impl<S: Step> Runner<S> {
         input.attempt = msg.receive_count.max(1);
         tracing::Span::current().record("run_id", input.run_id.as_str());
         if input.attempt > 1 && !self.config.pipeline.notifiers.is_empty() {
-            // A rejection whose telling failed comes back to be told, not to run again.
+            // A rejection whose telling failed comes back to be told, not to run again. Only
+            // this very message: a replay of the run is another message with the same keys,
+            // and must run.
             let key = self.rejected_key(&input);
             let bucket = &self.config.pipeline.data_bucket;
-            if let Some(report) = read_small(&*self.services.objects, bucket, &key).await? {
-                let reason = serde_json::from_slice::<serde_json::Value>(&report)
-                    .ok()
-                    .and_then(|r| r["reason"].as_str().map(str::to_owned))
-                    .unwrap_or_default();
+            let report = read_small(&*self.services.objects, bucket, &key).await?;
+            let report = report.and_then(|r| serde_json::from_slice::<serde_json::Value>(&r).ok());
+            if let Some(report) = report.filter(|r| r["message_id"] == msg.id) {
+                let reason = report["reason"].as_str().unwrap_or_default();
                 tracing::warn!(report = %key, "rejected before: telling the notifiers");
-                return crate::kinds::notifier::tell_failure(&cx, &input, &reason, &key).await;
+                return crate::kinds::notifier::tell_failure(&cx, &input, reason, &key).await;
             }
         }
         match self.run(&input, &cx).await {
@@ -225,14 +226,7 @@ impl<S: Step> Runner<S> {
             "reason": e.to_string(),
             "body": msg.body,
         });
-        self.services
-            .objects
-            .put(
-                &self.config.pipeline.data_bucket,
-                key,
-                Bytes::from(report.to_string()),
-            )
-            .await?;
+        // On-call first: a redelivery that finds the report takes it that on-call was told.
         if let Some(topic) = &self.config.runtime.failure_topic_arn {
             let subject = format!(
                 "{} {}: a message was rejected",
@@ -247,6 +241,13 @@ impl<S: Step> Runner<S> {
                 .publish(topic, &subject, &message)
                 .await?;
         }
-        Ok(())
+        self.services
+            .objects
+            .put(
+                &self.config.pipeline.data_bucket,
+                key,
+                Bytes::from(report.to_string()),
+            )
+            .await
     }
 }

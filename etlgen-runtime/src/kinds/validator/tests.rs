@@ -568,4 +568,20 @@ async fn a_rejection_the_notifiers_missed_is_told_on_redelivery() {
     assert_eq!(told.len(), 1, "{told:?}");
     assert!(told[0].contains("UTF-8"), "{}", told[0]);
     assert_eq!(h.notifications.published().len(), 1, "on-call told once");
+    // A replay is another message with the same keys: it runs, whatever an earlier
+    // message's report says.
+    let mut replay = crate::testing::sqs_message("replay-1", &body);
+    (replay.records[0].attributes).insert("ApproximateReceiveCount".into(), "2".into());
+    assert!(
+        h.runner
+            .handle_event(replay)
+            .await
+            .batch_item_failures
+            .is_empty()
+    );
+    assert_eq!(
+        h.notifications.published().len(),
+        2,
+        "the replay ran and was rejected"
+    );
 }
