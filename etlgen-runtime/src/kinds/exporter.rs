@@ -13,10 +13,10 @@
 //! before the last batch was imported.
 //!
 //! The export it started is recorded under `runs/<date>/<run>/<step>/export.json` (or
-//! `export-<key>.json` per input) before it is polled, so a redelivery (the polls ran out on a large survey, the Lambda
-//! timed out) goes on polling that export instead of starting another and waiting from the
-//! beginning again, which a slow export would never outlast. A recorded export that is gone
-//! or failed, or whose file is, is replaced by a new one.
+//! `export-<key>.json` per input) before it is polled, so a redelivery (the polls ran out
+//! on a large survey, the Lambda timed out) goes on polling that export instead of starting
+//! another and waiting from the beginning again, which a slow export would never outlast. A
+//! recorded export that is gone or failed, or whose file is, is replaced by a new one.
 
 use std::time::Duration;
 

@@ -7,12 +7,12 @@
 //!   notifiers (`pipeline.notifiers`) when it rejects a message of a run for good
 //!   ([`tell_failure`]), and the validator does when a file has no valid record.
 //! - **Succeeded**, or completed with failures when a step rejected some of the run's
-//!   messages and passed their outcome on, once every input the run will bring has come. Each input leaves a
-//!   marker under the run; a message that finds as many markers as the run brings
-//!   (`inputs_per_batch` times the validator's batches, plus `inputs_per_run`) sends it.
-//!   The count is of the notifier's own inputs, each marked before the count is taken,
-//!   so the last of them to arrive finds them all, whatever the order. Nothing depends on
-//!   timing. etlgen works the two numbers out from the pipeline's wiring.
+//!   messages and passed their outcome on, once every input the run will bring has come.
+//!   Each input leaves a marker under the run; a message that finds as many markers as the
+//!   run brings (`inputs_per_batch` times the validator's batches, plus `inputs_per_run`)
+//!   sends it (see `kinds::all_inputs_come`). Each input is marked before the count is
+//!   taken, so the last of them to arrive finds them all, whatever the order. Nothing
+//!   depends on timing. etlgen works the two numbers out from the pipeline's wiring.
 //!
 //! A claim makes one delivery send each notification, and a marker written after the
 //! publish makes later and repeated messages skip it. SNS has no idempotent publish for
