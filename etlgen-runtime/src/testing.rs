@@ -357,12 +357,19 @@ impl Queue for MemoryQueue {
 #[derive(Debug, Default)]
 pub struct MemoryNotifications {
     published: Mutex<Vec<(String, String, String)>>,
+    failing: Mutex<u32>,
 }
 
 impl MemoryNotifications {
     /// Every `(topic_arn, subject, message)` published.
     pub fn published(&self) -> Vec<(String, String, String)> {
         lock(&self.published).clone()
+    }
+
+    /// Fails the next `publishes` publishes with an error that has no HTTP status, as a
+    /// timeout or a dropped connection has.
+    pub fn fail_next(&self, publishes: u32) {
+        *lock(&self.failing) = publishes;
     }
 }
 
@@ -374,6 +381,15 @@ impl Notifications for MemoryNotifications {
         subject: &str,
         message: &str,
     ) -> Result<(), StepError> {
+        {
+            let mut failing = lock(&self.failing);
+            if *failing > 0 {
+                *failing -= 1;
+                return Err(StepError::retryable(format!(
+                    "publishing to {topic_arn} timed out"
+                )));
+            }
+        }
         lock(&self.published).push((topic_arn.to_owned(), subject.to_owned(), message.to_owned()));
         Ok(())
     }

@@ -282,6 +282,15 @@ pub async fn release(
     if !error.is_retryable() || error.status().is_none() {
         return Ok(());
     }
+    tracing::info!(claim = key, %error, "releasing the claim after an answered failure");
+    give_back(cx, key, attempt).await
+}
+
+/// Gives back this delivery's claim `key` whatever became of its work, so the redelivery
+/// takes it over at once, as [`Claim::Resumed`]. Only for work whose repetition costs
+/// less than its loss: a notification that may have gone out is sent again rather than
+/// held for the lease, which a few quick redeliveries would outlast into the DLQ.
+pub async fn give_back(cx: &StepContext, key: &str, attempt: u32) -> Result<(), StepError> {
     let owner = claim_owner(cx, attempt);
     let (held, _) = current_claim(cx, key).await?;
     // Only the holder's own generation is given back; a later one is another delivery's.
@@ -296,7 +305,6 @@ pub async fn release(
         claimed_at_ms: 0,
     };
     let body = serde_json::to_vec(&record)?;
-    tracing::info!(claim = held, %error, "releasing the claim after an answered failure");
     (cx.services().objects)
         .put(cx.data_bucket(), &held, body.into())
         .await

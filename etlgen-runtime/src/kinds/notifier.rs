@@ -25,7 +25,7 @@ use serde_json::json;
 
 use crate::envelope::Envelope;
 use crate::error::StepError;
-use crate::kinds::{Claim, RunInputs, all_inputs_come, claim, read_state, release, write_state};
+use crate::kinds::{Claim, RunInputs, all_inputs_come, claim, give_back, read_state, write_state};
 use crate::step::{InitContext, Step, StepContext};
 use crate::zones;
 
@@ -317,7 +317,9 @@ impl<H: Hooks + Default> Step for Notifier<H> {
             ..input.clone()
         };
         if let Err(e) = self.publish(&run, cx).await {
-            release(cx, &claim_key, input.attempt, &e).await?;
+            // Whatever the error, so the retry publishes at once: a notification may go
+            // out twice, but is never held back for the claim's lease.
+            give_back(cx, &claim_key, input.attempt).await?;
             return Err(e);
         }
         write_state(cx, &sent_key, &json!({ "message_id": cx.message_id() })).await
@@ -423,6 +425,22 @@ topic_arn = "arn:aws:sns:eu-west-1:123456789012:acme-test"
         assert_eq!(published.len(), 1, "{published:#?}");
         assert!(published[0].1.ends_with("failed"), "{}", published[0].1);
         assert!(published[0].2.contains(r#""step": "import""#));
+    }
+
+    /// A publish that fails without an answer (a timeout) gives the claim back, so the
+    /// redelivery publishes at once instead of failing until the claim's lease runs out,
+    /// which a few quick redeliveries outlast into the DLQ.
+    #[tokio::test]
+    async fn a_failed_publish_is_retried_at_once() {
+        let h = harness("inputs_per_run = 1\n");
+        h.notifications.fail_next(1);
+        let input = h.envelope("distribution", json!({}));
+        assert_eq!(h.deliver(&input).await.batch_item_failures.len(), 1);
+        let mut again = crate::testing::sqs_event(&[&input.to_json().unwrap()]);
+        (again.records[0].attributes).insert("ApproximateReceiveCount".into(), "2".into());
+        let response = h.runner.handle_event(again).await;
+        assert!(response.batch_item_failures.is_empty(), "{response:?}");
+        assert_eq!(h.notifications.published().len(), 1);
     }
 
     /// `once_per_run = false` notifies every message, as it comes.
