@@ -317,27 +317,14 @@ fn repo_context<'a>(answers: &'a Answers, catalog: &'a Catalog) -> RepoContext<'
         .steps
         .iter()
         .map(|step| {
-            let mut context = step_context(step, answers, catalog);
-            let kind = catalog.kind(&step.kind).expect("resolved");
-            if kind.counts_inputs {
-                let inputs = run_inputs.get(step.name.as_str()).copied();
-                let inputs = inputs.unwrap_or_default();
-                for (key, value) in [
-                    ("inputs_per_batch", inputs.per_batch),
-                    ("inputs_per_run", inputs.per_run),
-                ] {
-                    context.config.push(ConfigEntry {
-                        key: key.to_owned(),
-                        value: value.to_string(),
-                    });
-                }
-            }
-            if !kind.notifies {
-                context.tells = (notifiers.iter().copied())
-                    .filter(|n| !context.sends_to.contains(n))
-                    .collect();
-            }
-            context
+            let inputs = run_inputs.get(step.name.as_str()).copied();
+            step_context(
+                step,
+                answers,
+                catalog,
+                inputs.unwrap_or_default(),
+                &notifiers,
+            )
         })
         .collect();
     let mut placeholders: Vec<String> = steps
@@ -392,7 +379,15 @@ const PLACEHOLDER: &str = "REPLACE_ME";
 /// The `[sftp]` keys `config/default.toml` renders with a placeholder.
 const SFTP_PLACEHOLDERS: &[&str] = &["host", "user", "host_key_sha256"];
 
-fn step_context<'a>(step: &'a Step, answers: &'a Answers, catalog: &'a Catalog) -> StepContext<'a> {
+/// What templates see about `step`, which reads `inputs` per run, in a pipeline whose
+/// notifiers are `notifiers`.
+fn step_context<'a>(
+    step: &'a Step,
+    answers: &'a Answers,
+    catalog: &'a Catalog,
+    inputs: crate::answers::RunInputs,
+    notifiers: &[&'a str],
+) -> StepContext<'a> {
     let kind = catalog
         .kind(&step.kind)
         .expect("answers are resolved against the catalog");
@@ -405,6 +400,17 @@ fn step_context<'a>(step: &'a Step, answers: &'a Answers, catalog: &'a Catalog) 
                 value: value.to_string(),
             });
             features.extend(param.feature.as_deref());
+        }
+    }
+    if kind.counts_inputs {
+        for (key, value) in [
+            ("inputs_per_batch", inputs.per_batch),
+            ("inputs_per_run", inputs.per_run),
+        ] {
+            config.push(ConfigEntry {
+                key: key.to_owned(),
+                value: value.to_string(),
+            });
         }
     }
     features.sort_unstable();
@@ -421,6 +427,14 @@ fn step_context<'a>(step: &'a Step, answers: &'a Answers, catalog: &'a Catalog) 
         crate::answers::consumes(consumer, consumer_kind) == Catalog::INPUT
     };
     let consumes = crate::answers::consumes(step, kind);
+    let sends_to: Vec<&str> = (step.feeds.iter())
+        .filter(|n| !reads_landing(n))
+        .map(StepName::as_str)
+        .collect();
+    // Every step but a notifier tells the notifiers when it rejects a run's message.
+    let tells = (notifiers.iter().copied())
+        .filter(|n| !kind.notifies && !sends_to.contains(n))
+        .collect();
     StepContext {
         module,
         type_name,
@@ -439,13 +453,8 @@ fn step_context<'a>(step: &'a Step, answers: &'a Answers, catalog: &'a Catalog) 
         hooks: &kind.hooks,
         settings: &step.settings,
         feeds: step.feeds.iter().map(StepName::as_str).collect(),
-        sends_to: step
-            .feeds
-            .iter()
-            .filter(|n| !reads_landing(n))
-            .map(StepName::as_str)
-            .collect(),
-        tells: Vec::new(),
+        sends_to,
+        tells,
     }
 }
 

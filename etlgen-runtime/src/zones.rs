@@ -16,6 +16,11 @@ pub fn report(date: LogicalDate, run: &RunId, step: &str, name: &str) -> String 
     format!("reports/{date}/{run}/{step}/{name}")
 }
 
+/// `reports/<logical_date>/<run_id>/`: every step's reports of a run.
+pub fn run_reports(date: LogicalDate, run: &RunId) -> String {
+    format!("reports/{date}/{run}/")
+}
+
 /// `reports/unparsed/<step>/<message_id>.json`: messages that were not envelopes at all.
 pub fn unparsed(step: &str, message_id: &str) -> String {
     format!("reports/unparsed/{step}/{message_id}.json")

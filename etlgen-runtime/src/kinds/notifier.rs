@@ -64,7 +64,15 @@ impl Settings {
     /// Whether to notify once per run: `once_per_run`, or by default whether the run's
     /// inputs are counted.
     pub fn once_per_run(&self) -> bool {
-        (self.once_per_run).unwrap_or(self.inputs_per_batch > 0 || self.inputs_per_run > 0)
+        (self.once_per_run).unwrap_or(self.inputs().counted())
+    }
+
+    /// The inputs a run brings.
+    pub fn inputs(&self) -> RunInputs {
+        RunInputs {
+            per_batch: self.inputs_per_batch,
+            per_run: self.inputs_per_run,
+        }
     }
 }
 
@@ -223,25 +231,17 @@ impl<H: Hooks> Notifier<H> {
         input: &Envelope<serde_json::Value>,
         cx: &StepContext,
     ) -> Result<Option<serde_json::Value>, StepError> {
-        let inputs = RunInputs {
-            per_batch: self.settings.inputs_per_batch,
-            per_run: self.settings.inputs_per_run,
-        };
-        let Some(manifest) = all_inputs_come(input, inputs, cx).await? else {
+        let Some(manifest) = all_inputs_come(input, self.settings.inputs(), cx).await? else {
             return Ok(None);
         };
         let objects = &cx.services().objects;
         // A step may pass a rejected message's outcome on (a contact importer counts its
         // contacts as failed so the run's distribution goes ahead): the run then completes,
         // with failures, and says how many.
-        let reports = zones::report(input.logical_date, &input.run_id, "", "");
-        let reports = reports.trim_end_matches('/');
-        let rejected_messages = (objects
-            .list(cx.data_bucket(), &format!("{reports}/"))
-            .await?
-            .iter())
-        .filter(|key| key.contains("/rejected/"))
-        .count();
+        let reports = zones::run_reports(input.logical_date, &input.run_id);
+        let rejected_messages = (objects.list(cx.data_bucket(), &reports).await?.iter())
+            .filter(|key| key.contains("/rejected/"))
+            .count();
         let status = if rejected_messages == 0 {
             SUCCEEDED
         } else {
@@ -250,7 +250,7 @@ impl<H: Hooks> Notifier<H> {
         let mut outcome = json!({
             "status": status,
             "rejected_messages": rejected_messages,
-            "reports": format!("s3://{}/{reports}/", cx.data_bucket()),
+            "reports": format!("s3://{}/{reports}", cx.data_bucket()),
             "output": input.payload,
         });
         if let Some(manifest) = manifest {
