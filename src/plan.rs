@@ -204,6 +204,7 @@ impl Plan {
                     for env in &answers.environments {
                         let mut ctx = base.clone();
                         ctx.insert("env", env.as_str());
+                        ctx.insert("personal", &env.is_personal());
                         let vars = [("{env}", env.as_str())];
                         for (path, source) in set_files(&set.dir, &set.into, &vars, &Arc::new(ctx))
                         {

@@ -27,11 +27,12 @@ pub use wiring::{RunInputs, consumes, run_inputs};
 pub const ANSWERS_PATH: &str = ".etlgen/answers.toml";
 
 /// AWS's limit on Lambda function and IAM role names; the longest names
-/// etlgen derives are `<client>-<env>-<step>`.
+/// etlgen derives are `<client>-<env>-<step>`, in a personal environment
+/// `<client>-<env>-<workspace>-<step>`.
 const AWS_NAME_LIMIT: usize = 64;
 
 /// S3's limit on bucket names, and the suffix of the longest one etlgen
-/// derives, `<client>-<env>-data`.
+/// derives, `<client>-<env>-data` (`<client>-<env>-<workspace>-data`).
 const S3_BUCKET_LIMIT: usize = 63;
 const BUCKET_SUFFIX: &str = "data";
 
@@ -265,31 +266,45 @@ impl Answers {
     }
 
     /// AWS caps function and role names at 64 characters and bucket names at
-    /// 63; every name etlgen derives must fit in every environment, or
-    /// `terraform apply` fails late.
+    /// 63; every name etlgen derives must fit in every environment, a
+    /// personal one with its longest workspace, or `terraform apply` fails
+    /// late.
     fn check_derived_names(&self) -> Result<(), AnswerError> {
         let longest_env = self
             .environments
             .iter()
-            .map(EnvName::as_str)
-            .chain([EnvName::LOCAL])
-            .max_by_key(|e| e.len())
-            .unwrap_or(EnvName::LOCAL);
-        let bucket = format!("{}-{longest_env}-{}", self.client, BUCKET_SUFFIX);
-        if bucket.len() > S3_BUCKET_LIMIT {
+            .max_by_key(|e| e.name_part_len())
+            .filter(|e| e.name_part_len() > EnvName::LOCAL.len());
+        let (env_part, env_len) = match longest_env {
+            Some(env) if env.is_personal() => (format!("{env}-<workspace>"), env.name_part_len()),
+            Some(env) => (env.to_string(), env.name_part_len()),
+            None => (EnvName::LOCAL.to_string(), EnvName::LOCAL.len()),
+        };
+        let workspace_note = if longest_env.is_some_and(EnvName::is_personal) {
+            format!(
+                " with a {}-character workspace, the longest a personal environment accepts",
+                EnvName::WORKSPACE_MAX
+            )
+        } else {
+            String::new()
+        };
+        let client = self.client.as_str();
+        let bucket_len = client.len() + 1 + env_len + 1 + BUCKET_SUFFIX.len();
+        if bucket_len > S3_BUCKET_LIMIT {
             return Err(AnswerError::Conflict(format!(
-                "the data bucket name {bucket:?} would be {} characters; S3 allows \
-                 {S3_BUCKET_LIMIT}. Choose a shorter client or environment name",
-                bucket.len()
+                "the data bucket name \"{client}-{env_part}-{BUCKET_SUFFIX}\" would be \
+                 {bucket_len} characters{workspace_note}; S3 allows {S3_BUCKET_LIMIT}. \
+                 Choose a shorter client or environment name"
             )));
         }
         for step in &self.steps {
-            let name = format!("{}-{}-{}", self.client, longest_env, step.name);
-            if name.len() > AWS_NAME_LIMIT {
+            let len = client.len() + 1 + env_len + 1 + step.name.as_str().len();
+            if len > AWS_NAME_LIMIT {
                 return Err(AnswerError::Conflict(format!(
-                    "the Lambda function name {name:?} would be {} characters; AWS allows \
-                     {AWS_NAME_LIMIT}. Choose a shorter client, environment or step name",
-                    name.len()
+                    "the Lambda function name \"{client}-{env_part}-{}\" would be {len} \
+                     characters{workspace_note}; AWS allows {AWS_NAME_LIMIT}. Choose a \
+                     shorter client, environment or step name",
+                    step.name
                 )));
             }
         }

@@ -266,6 +266,29 @@ impl EnvName {
     /// The environment every generated repository has for the local emulator;
     /// it is not one of the answers' deploy targets.
     pub const LOCAL: &'static str = "local";
+
+    /// The environment each developer deploys as their own stack, from their
+    /// own Terraform workspace, whose name every resource name then carries.
+    pub const PERSONAL: &'static str = "dev";
+
+    /// The longest workspace name a personal environment accepts (the
+    /// generated Terraform refuses longer ones).
+    pub const WORKSPACE_MAX: usize = 12;
+
+    /// Whether each developer deploys this environment as their own stack.
+    pub fn is_personal(&self) -> bool {
+        self.as_str() == Self::PERSONAL
+    }
+
+    /// The longest the environment's part of a resource name can be: the
+    /// name, and in a personal environment `-` and the workspace.
+    pub fn name_part_len(&self) -> usize {
+        if self.is_personal() {
+            self.as_str().len() + 1 + Self::WORKSPACE_MAX
+        } else {
+            self.as_str().len()
+        }
+    }
 }
 
 #[cfg(test)]

@@ -191,7 +191,7 @@ fn bad_answers_name_the_field() {
 fn derived_aws_names_must_fit() {
     let client = "c".repeat(50);
     let err = resolve(&format!(
-        "client = \"{client}\"\n[[steps]]\nkind = \"validator\"\nname = \"long-validator-name\""
+        "client = \"{client}\"\nenvironments = [\"prod\"]\n[[steps]]\nkind = \"validator\"\nname = \"long-validator-name\""
     ))
     .unwrap_err();
     assert!(
@@ -324,6 +324,40 @@ fn the_data_bucket_name_must_fit_s3() {
     .unwrap_err();
     assert!(
         err.contains("data bucket name") && err.contains("S3 allows 63"),
+        "{err}"
+    );
+}
+
+/// dev is personal: its names carry a workspace of up to 12 characters, so a
+/// client name that fits `<client>-dev-data` can still be too long.
+#[test]
+fn names_leave_room_for_the_longest_dev_workspace() {
+    let client = "c".repeat(42);
+    let doc = |envs: &str| {
+        format!(
+            "client = \"{client}\"\nenvironments = [{envs}]\n[[steps]]\nkind = \"validator\"\nname = \"v\""
+        )
+    };
+    let err = resolve(&doc("\"dev\", \"prod\"")).unwrap_err();
+    assert!(
+        err.contains(&format!(
+            "\"{client}-dev-<workspace>-data\" would be 64 characters"
+        )) && err.contains("12-character workspace"),
+        "{err}"
+    );
+    assert!(resolve(&doc("\"staging\", \"prod\"")).is_ok());
+    assert!(resolve(&doc("\"dev\"").replace(&"c".repeat(42), &"c".repeat(41))).is_ok());
+
+    let step = "s".repeat(40);
+    let err = resolve(&format!(
+        "client = \"{}\"\n[[steps]]\nkind = \"validator\"\nname = \"{step}\"",
+        "c".repeat(8)
+    ))
+    .unwrap_err();
+    assert!(
+        err.contains(&format!(
+            "\"cccccccc-dev-<workspace>-{step}\" would be 66 characters"
+        )),
         "{err}"
     );
 }

@@ -62,7 +62,8 @@ fn steps(md: &mut String, s: &Scope) {
     let _ = writeln!(
         md,
         "Each step is an SQS queue, a Lambda triggered by it (`ReportBatchItemFailures`) and a \
-         dead-letter queue; `<env>` stands for the environment.\n"
+         dead-letter queue; `<env>` stands for the environment (in `dev`, which is personal, \
+         `dev-<workspace>`).\n"
     );
     let _ = writeln!(
         md,

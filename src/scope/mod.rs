@@ -145,7 +145,8 @@ pub struct QueueInfo {
     pub visibility_timeout_seconds: u32,
 }
 
-/// The placeholder environment in resource names.
+/// The placeholder environment in resource names (in the personal `dev`,
+/// `dev-<workspace>`).
 pub const ENV: &str = "<env>";
 
 /// The marker of a client-specific value nobody has filled in yet.

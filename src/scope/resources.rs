@@ -180,6 +180,13 @@ pub fn resources(answers: &Answers, catalog: &Catalog, prefix: &str, uses_sftp: 
     }
 
     b.module = Module::Pipeline;
+    b.add(
+        false,
+        "Workspace check (no AWS resource)",
+        "terraform_data.workspace",
+        1,
+        vec![],
+    );
     b.add(true, "KMS key", "aws_kms_key.pipeline", 1, vec![]);
     b.add(
         false,

@@ -9,6 +9,7 @@ mod lifecycle;
 mod list;
 mod matrix;
 mod new;
+mod personal_env;
 mod pipeline_run;
 mod plan_cmd;
 mod pty;

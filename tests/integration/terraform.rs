@@ -92,7 +92,7 @@ impl Terraform {
         self.bin.parent().map(Path::to_path_buf).unwrap_or_default()
     }
 
-    fn command(&self, dir: &Path) -> Command {
+    pub(crate) fn command(&self, dir: &Path) -> Command {
         let mut cmd = Command::new(&self.bin);
         cmd.current_dir(dir)
             .env("TF_CLI_CONFIG_FILE", self.cli_config())
@@ -104,7 +104,7 @@ impl Terraform {
         cmd
     }
 
-    fn run(&self, dir: &Path, args: &[&str]) -> Output {
+    pub(crate) fn run(&self, dir: &Path, args: &[&str]) -> Output {
         self.command(dir)
             .args(args)
             .output()
@@ -359,13 +359,13 @@ fn checkov_reports_no_failed_check_and_every_skip_has_a_reason() {
 
 /// moto server on a free loopback port, killed by its PID when dropped, even
 /// when a test panics.
-struct Moto {
+pub(crate) struct Moto {
     child: Child,
-    endpoint: String,
+    pub(crate) endpoint: String,
 }
 
 impl Moto {
-    fn start(moto_server: &Path) -> Moto {
+    pub(crate) fn start(moto_server: &Path) -> Moto {
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()

@@ -8,6 +8,22 @@ variable "environment" {
   }
 }
 
+variable "personal" {
+  description = "Whether the environment is personal (dev): each developer deploys their own stack from their own Terraform workspace, and every name carries the workspace."
+  type        = bool
+  default     = false
+}
+
+variable "workspace" {
+  description = "The Terraform workspace (terraform.workspace). A personal environment takes it as the developer's name; any other environment runs only in the default workspace."
+  type        = string
+  default     = "default"
+
+  # Checked by terraform_data.workspace (main.tf), not here: a variable's
+  # validation would also refuse `terraform destroy`, and with it the way
+  # out of a stack applied from the wrong workspace.
+}
+
 variable "artifacts" {
   description = <<-EOT
     Where the Lambda packages come from: a release in the artifacts bucket

@@ -1,0 +1,160 @@
+//! `dev` is personal: each developer deploys their own stack from their own
+//! Terraform workspace (DESIGN.md, "Environments are separate"). Judged by
+//! `terraform plan` of the generated `dev` and `prod` roots against moto
+//! server: the default workspace is refused in `dev`, every name a `dev`
+//! plan creates carries the workspace, and `prod` refuses any workspace but
+//! the default one.
+
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::helpers::{Scratch, all_services_doc, write_project};
+use crate::terraform::{Moto, Terraform};
+use crate::tools::{assert_ok, tool};
+
+/// Points a generated root at moto and keeps its state on disk, through
+/// Terraform's override files, leaving the generated files as they are.
+fn point_at_moto(dir: &Path, endpoint: &str) {
+    let endpoints: String = [
+        "apigatewayv2",
+        "cloudwatch",
+        "iam",
+        "kms",
+        "lambda",
+        "logs",
+        "s3",
+        "scheduler",
+        "secretsmanager",
+        "sns",
+        "sqs",
+        "sts",
+    ]
+    .iter()
+    .map(|s| format!("    {s} = \"{endpoint}\"\n"))
+    .collect();
+    let text = format!(
+        "terraform {{\n  backend \"local\" {{}}\n}}\n\n\
+         provider \"aws\" {{\n  access_key = \"test\"\n  secret_key = \"test\"\n  \
+         skip_credentials_validation = true\n  skip_metadata_api_check = true\n  \
+         s3_use_path_style = true\n  endpoints {{\n{endpoints}  }}\n}}\n"
+    );
+    fs_err::write(dir.join("moto_override.tf"), text).unwrap();
+}
+
+/// Terraform wraps its messages; compare them with single spaces.
+fn words(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+const RELEASE: [&str; 4] = [
+    "-var",
+    "artifacts_bucket=acme-artifacts",
+    "-var",
+    "artifact_version=v1.0.0",
+];
+
+/// Every name-like attribute a plan creates, with its resource's address.
+fn planned_names(plan: &Value) -> Vec<(String, String)> {
+    let mut names = Vec::new();
+    for change in plan["resource_changes"].as_array().unwrap() {
+        let after = &change["change"]["after"];
+        for key in ["name", "bucket", "function_name", "alarm_name"] {
+            if let Some(name) = after[key].as_str() {
+                names.push((
+                    change["address"].as_str().unwrap().to_string(),
+                    name.to_string(),
+                ));
+            }
+        }
+    }
+    names
+}
+
+#[test]
+fn dev_is_planned_per_workspace_and_prod_only_in_the_default_one() {
+    let Some(tf) = Terraform::find() else { return };
+    let moto = Moto::start(&tool("moto_server"));
+    let scratch = Scratch::new();
+    let (_, root) = write_project(&all_services_doc("acme", "sftp"), &scratch);
+    let dev = root.join("infra/envs/dev");
+    point_at_moto(&dev, &moto.endpoint);
+    assert_ok(
+        &tf.run(&dev, &["init", "-input=false", "-no-color"]),
+        "terraform init (dev)",
+    );
+
+    let refused = tf
+        .command(&dev)
+        .args(["plan", "-no-color"])
+        .args(RELEASE)
+        .output()
+        .unwrap();
+    let said = words(&refused.stderr);
+    assert!(
+        !refused.status.success()
+            && said.contains("deploy it from a Terraform workspace named for you")
+            && said.contains("terraform workspace select -or-create"),
+        "dev in the default workspace must be refused, saying how to pick one:\n{said}"
+    );
+
+    assert_ok(
+        &tf.run(&dev, &["workspace", "new", "-no-color", "jdoe"]),
+        "terraform workspace new jdoe (dev)",
+    );
+    let planned = tf
+        .command(&dev)
+        .args(["plan", "-no-color", "-out", "dev.tfplan"])
+        .args(RELEASE)
+        .output()
+        .unwrap();
+    assert_ok(&planned, "terraform plan (dev, workspace jdoe)");
+    let shown = tf.run(&dev, &["show", "-json", "-no-color", "dev.tfplan"]);
+    assert_ok(&shown, "terraform show -json (dev)");
+    let plan: Value = serde_json::from_slice(&shown.stdout).unwrap();
+    let names = planned_names(&plan);
+    let ours: Vec<_> = names.iter().filter(|(_, n)| n.contains("acme")).collect();
+    assert!(ours.len() >= 40, "too few names planned: {names:#?}");
+    for (address, name) in &ours {
+        assert!(
+            name.starts_with("acme-dev-jdoe-")
+                || name.starts_with("acme/dev-jdoe/")
+                || name.starts_with("/aws/lambda/acme-dev-jdoe-")
+                || name.starts_with("/aws/apigateway/acme-dev-jdoe")
+                || *name == "alias/acme-dev-jdoe",
+            "{address} is named {name:?}, without the workspace"
+        );
+    }
+    for secret in ["acme/dev-jdoe/qualtrics", "acme/dev-jdoe/sftp"] {
+        assert!(
+            ours.iter().any(|(_, n)| n == secret),
+            "no secret {secret}: {ours:#?}"
+        );
+    }
+
+    let prod = root.join("infra/envs/prod");
+    point_at_moto(&prod, &moto.endpoint);
+    assert_ok(
+        &tf.run(&prod, &["init", "-input=false", "-no-color"]),
+        "terraform init (prod)",
+    );
+    assert_ok(
+        &tf.run(&prod, &["workspace", "new", "-no-color", "jdoe"]),
+        "terraform workspace new jdoe (prod)",
+    );
+    let refused = tf
+        .command(&prod)
+        .args(["plan", "-no-color"])
+        .args(RELEASE)
+        .output()
+        .unwrap();
+    let said = words(&refused.stderr);
+    assert!(
+        !refused.status.success()
+            && said.contains("this one is shared: terraform workspace select default"),
+        "prod in a developer's workspace must be refused:\n{said}"
+    );
+}
