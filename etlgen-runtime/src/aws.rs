@@ -205,10 +205,16 @@ impl ObjectStore for S3 {
             .await
             .map(|_| ())
             .map_err(|e| {
-                classify(
-                    format!("CopyObject s3://{from_bucket}/{from_key} to {to_key}"),
-                    e,
-                )
+                let what = format!("CopyObject s3://{from_bucket}/{from_key} to {to_key}");
+                // S3 is strongly consistent: a source key or version it does not know was
+                // deleted (or never was), and no retry brings it back. Any other 404 (the
+                // bucket) is the deployment's, and retried.
+                let code = e.as_service_error().and_then(|s| s.meta().code());
+                if let Some(code @ ("NoSuchKey" | "NoSuchVersion")) = code {
+                    let gone = format!("{what}: {code} (version {from_version:?})");
+                    return StepError::from_status(404, gone).with_source(e);
+                }
+                classify(what, e)
             })
     }
 

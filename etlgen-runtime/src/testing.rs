@@ -446,7 +446,8 @@ impl Sftp for MemorySftp {
         lock(&self.files)
             .get(path)
             .map(|(b, _)| b.clone())
-            .ok_or_else(|| StepError::permanent(format!("no file {path}")))
+            // Retried, as the SSH port retries every failed read.
+            .ok_or_else(|| StepError::retryable(format!("SFTP read: No such file: {path}")))
     }
 
     async fn write(&self, path: &str, body: Bytes) -> Result<(), StepError> {
@@ -511,9 +512,14 @@ impl<S: Step> Harness<S> {
     /// configuration: this is test code.
     pub fn new(step_name: &str, config_toml: &str) -> Self {
         let config = Config::from_toml("test", config_toml).expect("valid test configuration");
-        Self::build(step_name, config, |name, config, services| {
-            Runner::new(name, config, services).expect("step init")
-        })
+        Self::build(step_name, config, Runner::new).expect("step init")
+    }
+
+    /// Like [`Harness::new`], with the step's refusal of its configuration returned: for a
+    /// test that a bad setting is refused at init, as a cold start would refuse it.
+    pub fn try_new(step_name: &str, config_toml: &str) -> Result<Self, crate::Error> {
+        let config = Config::from_toml("test", config_toml)?;
+        Self::build(step_name, config, Runner::new)
     }
 
     /// Builds the step from a Lambda's embedded files, for one environment (environment
@@ -522,9 +528,7 @@ impl<S: Step> Harness<S> {
         let config = sources
             .load_files(environment)
             .expect("valid configuration");
-        Self::build(step_name, config, |name, config, services| {
-            Runner::new(name, config, services).expect("step init")
-        })
+        Self::build(step_name, config, Runner::new).expect("step init")
     }
 
     /// Like [`Harness::from_sources`], with `deployed` (TOML) merged over the files: the values
@@ -539,24 +543,23 @@ impl<S: Step> Harness<S> {
         let config = sources
             .load_files_with(environment, deployed)
             .expect("valid configuration");
-        Self::build(step_name, config, |name, config, services| {
-            Runner::new(name, config, services).expect("step init")
-        })
+        Self::build(step_name, config, Runner::new).expect("step init")
     }
 
     /// Uses a step built by the test (hooks with state).
     pub fn with_step(step_name: &str, config_toml: &str, step: S) -> Self {
         let config = Config::from_toml("test", config_toml).expect("valid test configuration");
-        Self::build(step_name, config, |name, config, services| {
-            Runner::with_step(name, config, services, step)
-        })
+        let Ok(harness) = Self::build(step_name, config, |name, config, services| {
+            Ok::<_, std::convert::Infallible>(Runner::with_step(name, config, services, step))
+        });
+        harness
     }
 
-    fn build(
+    fn build<E>(
         step_name: &str,
         config: Config,
-        make: impl FnOnce(&str, Config, Services) -> Runner<S>,
-    ) -> Self {
+        make: impl FnOnce(&str, Config, Services) -> Result<Runner<S>, E>,
+    ) -> Result<Self, E> {
         let (qualtrics, objects, queue) = (
             Arc::new(FakeQualtrics::default()),
             Arc::new(MemoryObjectStore::default()),
@@ -573,8 +576,8 @@ impl<S: Step> Harness<S> {
             notifications: notifications.clone(),
             sftp: sftp.clone(),
         };
-        let runner = make(step_name, config.clone(), services);
-        Self {
+        let runner = make(step_name, config.clone(), services)?;
+        Ok(Self {
             runner,
             config,
             qualtrics,
@@ -583,7 +586,7 @@ impl<S: Step> Harness<S> {
             notifications,
             sftp,
             step_name: step_name.to_owned(),
-        }
+        })
     }
 
     /// An envelope addressed to this step, for run `run-1` of 2024-05-01.

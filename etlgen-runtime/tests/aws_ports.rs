@@ -120,6 +120,22 @@ async fn s3_copy_encodes_the_source_and_errors_are_classified() {
         .respond_with(s3_error(400, "InvalidArgument"))
         .mount(&server)
         .await;
+    Mock::given(method("PUT"))
+        .and(path("/data/raw/gone"))
+        .and(header("x-amz-copy-source", "landing/gone.csv"))
+        .respond_with(s3_error(404, "NoSuchKey"))
+        .mount(&server)
+        .await;
+    Mock::given(method("PUT"))
+        .and(path("/data/raw/old"))
+        .respond_with(s3_error(404, "NoSuchVersion"))
+        .mount(&server)
+        .await;
+    Mock::given(method("PUT"))
+        .and(path("/data/raw/nobucket"))
+        .respond_with(s3_error(404, "NoSuchBucket"))
+        .mount(&server)
+        .await;
     let store = s3(&server);
     store
         .copy(
@@ -149,6 +165,23 @@ async fn s3_copy_encodes_the_source_and_errors_are_classified() {
             .await
             .unwrap_err()
             .is_retryable()
+    );
+    // A copy's source deleted after its event will not come back: permanent, so the
+    // validator reports it rather than filling the DLQ. A missing bucket is the
+    // deployment's, and retried.
+    let gone = store.copy("landing", "gone.csv", None, "data", "raw/gone");
+    let gone = gone.await.unwrap_err();
+    assert!(
+        !gone.is_retryable() && gone.to_string().contains("NoSuchKey"),
+        "{gone}"
+    );
+    let old = store.copy("landing", "a.csv", Some("v1"), "data", "raw/old");
+    assert!(!old.await.unwrap_err().is_retryable());
+    let nobucket = store.copy("landing", "a.csv", None, "data", "raw/nobucket");
+    let nobucket = nobucket.await.unwrap_err();
+    assert!(
+        nobucket.is_retryable() && nobucket.to_string().contains("redrive"),
+        "{nobucket}"
     );
 }
 

@@ -807,6 +807,84 @@ async fn a_500_creating_the_list_releases_its_claim() {
     );
 }
 
+/// Files land only where the validator is notified of new objects: a `landing_bucket` (an
+/// earlier framework's setting, which the generated IAM and notifications never covered) and
+/// a `landing_prefix` outside `landing/` are refused at init, a hook's key outside it when
+/// the tick runs.
+#[tokio::test]
+async fn files_land_only_where_the_validator_is_notified() {
+    let config = |extra: &str| {
+        format!(
+            "[pipeline]\nname='acme'\ndata_bucket='data'\n[steps.poll]\nremote_dir='/out'\n{extra}\n"
+        )
+    };
+    for (extra, said) in [
+        (
+            "landing_bucket='other'",
+            "steps.poll.landing_bucket is not supported",
+        ),
+        (
+            "landing_prefix='inbox/'",
+            "steps.poll.landing_prefix = \"inbox/\" must start with \"landing/\"",
+        ),
+    ] {
+        let refused =
+            Harness::<sources::SftpPoller<PollerDefaults>>::try_new("poll", &config(extra));
+        let err = refused.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.contains(said), "{extra}: {err}");
+    }
+    assert!(
+        Harness::<sources::SftpPoller<PollerDefaults>>::try_new(
+            "poll",
+            &config("landing_prefix='landing/sftp/'")
+        )
+        .is_ok()
+    );
+
+    let h = Harness::<sources::SftpPoller<OutsideLanding>>::new("poll", &config(""));
+    h.sftp.insert("/out/a.csv", "id\n1\n", 100);
+    let tick = etlgen_runtime::testing::sqs_message("tick-1", "{}");
+    let failures = h.runner.handle_event(tick).await.batch_item_failures;
+    assert_eq!(
+        failures.len(),
+        0,
+        "a permanent failure is reported, not retried"
+    );
+    assert!(
+        h.objects.keys("data", "inbox/").is_empty(),
+        "nothing landed outside landing/"
+    );
+    let reports = h.objects.keys("data", "reports/");
+    let report = h.objects.text("data", &reports[0]).unwrap_or_default();
+    assert!(
+        report.contains("the landing_key hook: landing key") && report.contains("is not under"),
+        "{reports:?}: {report}"
+    );
+}
+
+/// The poller's default hooks.
+#[derive(Debug, Default)]
+struct PollerDefaults;
+impl sources::sftp::Hooks for PollerDefaults {}
+
+/// A client's `landing_key` outside `landing/`.
+#[derive(Debug, Default)]
+struct OutsideLanding;
+impl sources::sftp::Hooks for OutsideLanding {
+    fn landing_key(
+        &self,
+        file: &RemoteFile,
+        tick: &Envelope<serde_json::Value>,
+        _settings: &sources::Settings,
+    ) -> String {
+        format!(
+            "inbox/{}/{}",
+            tick.logical_date,
+            file.path.rsplit('/').next().unwrap_or_default()
+        )
+    }
+}
+
 /// A client's `landing_key` without the copy id (one key per file name and day): an
 /// object already there may be an older version, so a replaced file is uploaded again
 /// rather than taken as copied.

@@ -2,10 +2,11 @@
 //!
 //! An EventBridge schedule puts a message on the poller's queue; each tick lists the remote
 //! directory, copies every selected file not copied before into
-//! `<landing_prefix><logical_date>/<copy id>/<file name>` in the landing bucket, and
+//! `<landing_prefix><logical_date>/<copy id>/<file name>` in the data bucket, and
 //! remembers it (`state/<pipeline>/<step>/copied/<copy id>`). The copy id is derived from
 //! the file's path, size and modification time, so a file replaced on the server is copied
-//! again. The S3 notification of the landing prefix then starts the validator.
+//! again. The data bucket's notification of [`LANDING`] then starts the validator, so every
+//! landing key must be under it: a file landed anywhere else would start nothing.
 //!
 //! Each copy must start one run, however often a tick is retried:
 //! - **The copy id is in the landing key.** The validator names a run after the object's
@@ -33,6 +34,10 @@ use crate::zones;
 /// The catalog id.
 pub const KIND: &str = "sftp-poller";
 
+/// The prefix of the data bucket whose new objects the validator is notified of (the
+/// generated Terraform's `filter_prefix`), and the poller's role may write.
+pub const LANDING: &str = "landing/";
+
 /// The overridable hook methods of [`Hooks`].
 pub const HOOKS: &[&str] = &["select", "landing_key"];
 
@@ -41,10 +46,7 @@ pub const HOOKS: &[&str] = &["select", "landing_key"];
 pub struct Settings {
     /// The remote directory to poll.
     pub remote_dir: String,
-    /// The bucket of the landing prefix; the data bucket when absent.
-    #[serde(default)]
-    pub landing_bucket: Option<String>,
-    /// The landing prefix.
+    /// The landing prefix: [`LANDING`] or a prefix under it.
     #[serde(default = "default_landing_prefix")]
     pub landing_prefix: String,
     /// Only names ending with one of these are copied; all files when empty.
@@ -61,7 +63,26 @@ fn default_settle_seconds() -> u64 {
 }
 
 fn default_landing_prefix() -> String {
-    "landing/".to_owned()
+    LANDING.to_owned()
+}
+
+/// Settings an earlier framework read and this one refuses, so they are not ignored
+/// silently.
+#[derive(Deserialize)]
+struct Refused {
+    landing_bucket: Option<serde::de::IgnoredAny>,
+}
+
+/// Why a landing key cannot start a run, if it cannot: it is outside [`LANDING`].
+pub fn check_landing_key(key: &str) -> Result<(), String> {
+    if key.starts_with(LANDING) && key.len() > LANDING.len() {
+        Ok(())
+    } else {
+        Err(format!(
+            "landing key {key:?} is not under {LANDING:?}: only new objects there start the \
+             validator, and only there may the poller write"
+        ))
+    }
 }
 
 /// The client's hooks of an SFTP poller.
@@ -156,10 +177,31 @@ impl<H: Hooks + Default> Step for SftpPoller<H> {
     const USES_QUALTRICS: bool = false;
     const USES_SFTP: bool = true;
 
+    /// Refuses a `landing_bucket` (files land in the data bucket, the only one the validator
+    /// is notified of and the poller's role may write) and a `landing_prefix` outside
+    /// [`LANDING`].
     fn init(cx: &InitContext<'_>) -> Result<Self, crate::Error> {
+        let step = cx.step_name;
+        if cx.settings::<Refused>()?.landing_bucket.is_some() {
+            return Err(format!(
+                "steps.{step}.landing_bucket is not supported: the poller lands files in the \
+                 data bucket, under {LANDING:?}, the only place the validator is notified of \
+                 and the poller may write. Remove it"
+            )
+            .into());
+        }
+        let settings: Settings = cx.settings()?;
+        if !settings.landing_prefix.starts_with(LANDING) {
+            return Err(format!(
+                "steps.{step}.landing_prefix = {:?} must start with {LANDING:?}: only new \
+                 objects there start the validator",
+                settings.landing_prefix
+            )
+            .into());
+        }
         Ok(Self {
             hooks: H::default(),
-            settings: cx.settings()?,
+            settings,
         })
     }
 
@@ -196,11 +238,7 @@ impl<H: Hooks + Default> Step for SftpPoller<H> {
         cx: &StepContext,
     ) -> Result<(), StepError> {
         let sftp = &cx.services().sftp;
-        let bucket = self
-            .settings
-            .landing_bucket
-            .clone()
-            .unwrap_or_else(|| cx.data_bucket().to_owned());
+        let bucket = cx.data_bucket().to_owned();
         let now = (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH))
             .map_or(0, |since| since.as_secs());
         let (mut selected, mut failed) = (0usize, Vec::new());
@@ -255,6 +293,8 @@ impl<H: Hooks> SftpPoller<H> {
             return Ok(());
         }
         let key = self.hooks.landing_key(file, tick, &self.settings);
+        check_landing_key(&key)
+            .map_err(|why| StepError::permanent(format!("the landing_key hook: {why}")))?;
         // Only a key naming this version says the object is this version's: a hook's key
         // without the id may hold an older version of the file.
         let versioned = key.contains(&id);
