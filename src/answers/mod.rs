@@ -34,6 +34,11 @@ const AWS_NAME_LIMIT: usize = 64;
 /// S3's limit on bucket names, and the suffix of the longest one etlgen
 /// derives, `<client>-<env>-data` (`<client>-<env>-<workspace>-data`).
 const S3_BUCKET_LIMIT: usize = 63;
+
+/// The source a client POSTs to, and the role its principals assume to do so
+/// (`<client>-<env>-submit`), which no step may share.
+const HTTP_SOURCE: &str = "http";
+const SUBMIT_ROLE: &str = "submit";
 const BUCKET_SUFFIX: &str = "data";
 
 /// A bad answer: names the field, the value and what is allowed.
@@ -308,6 +313,22 @@ impl Answers {
                 )));
             }
         }
+        if self.source == HTTP_SOURCE {
+            if self.step(SUBMIT_ROLE).is_some() {
+                return Err(AnswerError::Conflict(format!(
+                    "a step is named {SUBMIT_ROLE:?}, the name of the role an HTTP source's \
+                     client assumes (`<client>-<env>-{SUBMIT_ROLE}`); choose another step name"
+                )));
+            }
+            let len = client.len() + 1 + env_len + 1 + SUBMIT_ROLE.len();
+            if len > AWS_NAME_LIMIT {
+                return Err(AnswerError::Conflict(format!(
+                    "the client's submit role name \"{client}-{env_part}-{SUBMIT_ROLE}\" would \
+                     be {len} characters{workspace_note}; AWS allows {AWS_NAME_LIMIT}. Choose a \
+                     shorter client or environment name"
+                )));
+            }
+        }
         Ok(())
     }
 }
@@ -332,6 +353,17 @@ fn resolve_environments(raw: &[String]) -> Result<Vec<EnvName>, AnswerError> {
             });
         }
         let env = EnvName::try_from(env.as_str())?;
+        let personal = format!("{}-", EnvName::PERSONAL);
+        if env.as_str().starts_with(&personal) && raw.iter().any(|e| e == EnvName::PERSONAL) {
+            return Err(AnswerError::Conflict(format!(
+                "environment {:?} could share its names with a developer's stack of the \
+                 personal `{}` (`<client>-{}-<workspace>-…`); choose a name that does not \
+                 start with {personal:?}",
+                env.as_str(),
+                EnvName::PERSONAL,
+                EnvName::PERSONAL,
+            )));
+        }
         if !seen.insert(env.clone()) {
             return Err(AnswerError::Conflict(format!(
                 "environment {:?} is listed twice",

@@ -170,7 +170,8 @@ fn check_production_word(
 /// The names the generated infrastructure gives resources of its own beside the steps'
 /// (`<client>-<env>-<name>`): the on-call topic, and the scheduler's and the submission
 /// API's IAM roles. A step with one of these names would share that name: SNS would
-/// silently make the notifier's topic the on-call one, and IAM would refuse the role.
+/// silently make the notifier's topic the on-call one, and IAM would refuse the role. (An
+/// HTTP source's `submit` role is checked with the source, in `Answers::resolve`.)
 const INFRASTRUCTURE_NAMES: &[&str] = &["oncall", "sched", "api"];
 
 /// A step's name beyond the identifier rules: not a name of the infrastructure's own, and

@@ -362,6 +362,42 @@ fn names_leave_room_for_the_longest_dev_workspace() {
     );
 }
 
+/// An HTTP source's client assumes `<client>-<env>-submit`: no step may be named so there,
+/// and the name must fit IAM's 64 characters. Other sources have no such role.
+#[test]
+fn an_http_source_keeps_its_submit_role_name() {
+    let doc = |client: &str, source: &str, step: &str| {
+        format!(
+            "client = \"{client}\"\nsource = \"{source}\"\n[[steps]]\nkind = \"validator\"\nname = \"{step}\""
+        )
+    };
+    let err = resolve(&doc("acme", "http", "submit")).unwrap_err();
+    assert!(err.contains("a step is named \"submit\""), "{err}");
+    assert!(resolve(&doc("acme", "s3", "submit")).is_ok());
+
+    // 41 + 1 + 16 (dev and a 12-character workspace) + 1 + 6 = 65; the data bucket fits.
+    let client = "c".repeat(41);
+    let err = resolve(&doc(&client, "http", "v")).unwrap_err();
+    assert!(
+        err.contains("submit role name") && err.contains("would be 65 characters"),
+        "{err}"
+    );
+    assert!(resolve(&doc(&client, "s3", "v")).is_ok());
+}
+
+/// A shared `dev-x` would name its resources as a developer's `dev` stack in workspace
+/// `x` does.
+#[test]
+fn an_environment_named_like_a_personal_stack_is_refused() {
+    let doc = |envs: &str| format!("client = \"acme\"\nenvironments = [{envs}]");
+    let err = resolve(&doc("\"dev\", \"dev-eu\"")).unwrap_err();
+    assert!(
+        err.contains("environment \"dev-eu\" could share its names") && err.contains("\"dev-\""),
+        "{err}"
+    );
+    assert!(resolve(&doc("\"dev-eu\", \"prod\"")).is_ok());
+}
+
 fn inputs(a: &Answers, step: &str) -> (u64, u64) {
     let inputs = run_inputs(&a.steps, Catalog::builtin());
     let found = inputs.get(step).copied().unwrap_or_default();

@@ -155,10 +155,17 @@ fn step_scope(md: &mut String, step: &ScopeStep) {
 fn resources(md: &mut String, s: &Scope) {
     let r = &s.resources;
     let _ = writeln!(md, "## AWS resources per environment\n");
+    // Resources that exist only for a variable's entries are named, not counted.
+    let client_role = if s.source.id == "http" {
+        ", and with `client_principals` the role they assume to submit and its policy attachment"
+    } else {
+        ""
+    };
     let _ = writeln!(
         md,
         "`terraform apply` creates {} resources in each environment ({} in all for {}), plus one \
-         e-mail subscription per `oncall_emails` entry. Per step (`infra/modules/step`, {} times):\n",
+         e-mail subscription per `oncall_emails` entry{client_role}. Per step \
+         (`infra/modules/step`, {} times):\n",
         r.total_per_environment,
         r.total_per_environment as usize * s.environments.len(),
         code_list(&s.environments),

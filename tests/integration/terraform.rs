@@ -467,9 +467,14 @@ out["buckets"] = {}
 for b in s3.list_buckets()["Buckets"]:
     if b["Name"].startswith(prefix):
         n = s3.get_bucket_notification_configuration(Bucket=b["Name"])
+        try:
+            policy = json.loads(s3.get_bucket_policy(Bucket=b["Name"])["Policy"])
+        except s3.exceptions.ClientError:
+            policy = None
         out["buckets"][b["Name"]] = {
             "versioning": s3.get_bucket_versioning(Bucket=b["Name"]).get("Status"),
             "queues": [(q["QueueArn"], q.get("Filter")) for q in n.get("QueueConfigurations", [])],
+            "policy": policy,
         }
 iam = boto3.client("iam", **kw)
 out["roles"] = {
@@ -480,6 +485,16 @@ out["policies"] = {
     name: iam.get_role_policy(RoleName=name, PolicyName="step")["PolicyDocument"]
     for name, policies in out["roles"].items() if "step" in policies
 }
+out["trust"] = {
+    r["RoleName"]: {
+        "assume": r["AssumeRolePolicyDocument"],
+        "attached": [p["PolicyName"] for p in iam.list_attached_role_policies(RoleName=r["RoleName"])["AttachedPolicies"]],
+    }
+    for r in iam.list_roles()["Roles"] if r["RoleName"].startswith(prefix)
+}
+kms = boto3.client("kms", **kw)
+alias = [a for a in kms.list_aliases()["Aliases"] if a["AliasName"] == "alias/" + prefix.rstrip("-")]
+out["key_policy"] = json.loads(kms.get_key_policy(KeyId=alias[0]["TargetKeyId"], PolicyName="default")["Policy"]) if alias else None
 lam = boto3.client("lambda", **kw)
 out["functions"] = {
     f["FunctionName"]: f
@@ -559,7 +574,12 @@ fn apply_and_list(tf: &Terraform, endpoint: &str, scratch: &Scratch, python: &Pa
     let local = root.join("infra/envs/local");
     let endpoint_var = format!("aws_endpoint={endpoint}");
     let arch_var = format!("architecture={}", host_arch());
-    let vars = ["-var", endpoint_var.as_str(), "-var", arch_var.as_str()];
+    let mut vars = vec!["-var", endpoint_var.as_str(), "-var", arch_var.as_str()];
+    // A cross-account principal of the client, where the source has one.
+    let principals_var = format!("client_principals=[\"{CLIENT_PRINCIPAL}\"]");
+    if matches!(answers.source.as_str(), "s3" | "http") {
+        vars.extend(["-var", principals_var.as_str()]);
+    }
     assert_ok(
         &tf.run(&local, &["init", "-input=false", "-no-color"]),
         "terraform init (local)",
@@ -569,7 +589,7 @@ fn apply_and_list(tf: &Terraform, endpoint: &str, scratch: &Scratch, python: &Pa
     let plan = tf
         .command(&local)
         .args(["plan", "-no-color"])
-        .args(vars)
+        .args(&vars)
         .output()
         .unwrap();
     // (Terraform wraps its messages; compare with single spaces.)
@@ -584,7 +604,7 @@ fn apply_and_list(tf: &Terraform, endpoint: &str, scratch: &Scratch, python: &Pa
     let apply = tf
         .command(&local)
         .args(["apply", "-auto-approve", "-no-color", "-parallelism=30"])
-        .args(vars)
+        .args(&vars)
         .output()
         .unwrap();
     assert_ok(&apply, &format!("terraform apply (local) of {client}"));
@@ -916,6 +936,7 @@ fn check_stack(answers: &Answers, endpoint: &str, listed: &Value) {
     } else {
         assert!(apis.is_empty(), "{client}: {apis:?}");
     }
+    check_client_grants(answers, listed);
     eprintln!(
         "{client}: {} queues, {} buckets, {} roles, {} functions, {} mappings, {} alarms listed back",
         queues.len(),
@@ -925,6 +946,90 @@ fn check_stack(answers: &Answers, endpoint: &str, listed: &Value) {
         listed["mappings"].as_array().unwrap().len(),
         alarms.len()
     );
+}
+
+/// The role of the client's account that the apply test grants input to.
+const CLIENT_PRINCIPAL: &str = "arn:aws:iam::111122223333:role/client-uploader";
+
+/// The client's principal may put files under `landing/` of the drop bucket and encrypt
+/// them with the pipeline's key, through S3, for that bucket only (an S3 source), or
+/// assume the submit role (an HTTP source). An SFTP source grants the client nothing.
+fn check_client_grants(answers: &Answers, listed: &Value) {
+    let client = answers.client.as_str();
+    let prefix = format!("{client}-local");
+    let granted = |statement: &Value| {
+        statement["Principal"]["AWS"] == CLIENT_PRINCIPAL
+            || statement["Principal"]["AWS"] == serde_json::json!([CLIENT_PRINCIPAL])
+    };
+    let statements = |policy: &Value| policy["Statement"].as_array().cloned().unwrap_or_default();
+    let drop_policy = &listed["buckets"][format!("{prefix}-drop")]["policy"];
+    let key_grants: Vec<Value> = statements(&listed["key_policy"])
+        .into_iter()
+        .filter(granted)
+        .collect();
+    let submit_role = &listed["trust"][format!("{prefix}-submit")];
+    match answers.source.as_str() {
+        "s3" => {
+            let drops: Vec<Value> = statements(drop_policy)
+                .into_iter()
+                .filter(granted)
+                .collect();
+            assert_eq!(
+                drops.len(),
+                1,
+                "{client}: the drop bucket's policy: {drop_policy:#}"
+            );
+            assert_eq!(
+                drops[0]["Resource"],
+                format!("arn:aws:s3:::{prefix}-drop/landing/*"),
+                "{client}: only landing/ is granted"
+            );
+            assert_eq!(
+                key_grants.len(),
+                1,
+                "{client}: the key policy: {:#}",
+                listed["key_policy"]
+            );
+            let context = &key_grants[0]["Condition"]["StringEquals"];
+            assert_eq!(
+                context["kms:EncryptionContext:aws:s3:arn"],
+                format!("arn:aws:s3:::{prefix}-drop")
+            );
+            assert!(
+                context["kms:ViaService"]
+                    .as_str()
+                    .is_some_and(|s| s.starts_with("s3.")),
+                "{context}"
+            );
+            assert!(
+                submit_role.is_null(),
+                "{client}: no submit role for an S3 source"
+            );
+        }
+        "http" => {
+            let trusted: Vec<Value> = statements(&submit_role["assume"])
+                .into_iter()
+                .filter(granted)
+                .collect();
+            assert_eq!(
+                trusted.len(),
+                1,
+                "{client}: the submit role: {submit_role:#}"
+            );
+            assert_eq!(trusted[0]["Action"], "sts:AssumeRole");
+            assert_eq!(
+                submit_role["attached"],
+                serde_json::json!([format!("{prefix}-submit")])
+            );
+            assert!(key_grants.is_empty(), "{client}: {key_grants:?}");
+        }
+        _ => {
+            assert!(
+                key_grants.is_empty() && submit_role.is_null(),
+                "{client}: an SFTP source grants nothing"
+            );
+        }
+    }
 }
 
 /// The step's policy: the raw zone is denied to every step but the input's reader, and a

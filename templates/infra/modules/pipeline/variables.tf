@@ -68,6 +68,17 @@ variable "force_destroy" {
   default     = false
 }
 
+variable "client_principals" {
+  description = "The client's IAM principals, in any AWS account (role, user or account root ARNs), that deliver the input: an S3 source lets them put files under landing/ of the drop bucket, an HTTP source lets them assume the submit role. An SFTP source polls the client and uses none. The client's own IAM must allow the same actions."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for p in var.client_principals : can(regex("^arn:aws[a-z-]*:iam::[0-9]{12}:(root|role/.+|user/.+)$", p))])
+    error_message = "Each client principal is an IAM ARN: arn:aws:iam::<12-digit account id>:root, …:role/<name> or …:user/<name>."
+  }
+}
+
 variable "oncall_emails" {
   description = "E-mail addresses subscribed to the on-call topic (each confirms its subscription)."
   type        = list(string)
