@@ -867,7 +867,7 @@ async fn files_land_only_where_the_validator_is_notified() {
 struct PollerDefaults;
 impl sources::sftp::Hooks for PollerDefaults {}
 
-/// A client's `landing_key` outside `landing/`.
+/// A client's `landing_key` outside `landing/` for `a.csv`, the default for the others.
 #[derive(Debug, Default)]
 struct OutsideLanding;
 impl sources::sftp::Hooks for OutsideLanding {
@@ -875,14 +875,34 @@ impl sources::sftp::Hooks for OutsideLanding {
         &self,
         file: &RemoteFile,
         tick: &Envelope<serde_json::Value>,
-        _settings: &sources::Settings,
+        settings: &sources::Settings,
     ) -> String {
-        format!(
-            "inbox/{}/{}",
-            tick.logical_date,
-            file.path.rsplit('/').next().unwrap_or_default()
-        )
+        if !file.path.ends_with("/a.csv") {
+            return sources::sftp::landing_key(file, tick, settings);
+        }
+        let name = file.path.rsplit('/').next().unwrap_or_default();
+        format!("inbox/{}/{name}", tick.logical_date)
     }
+}
+
+/// A tick with a file it can never copy and one it may copy on a retry is retried, so the
+/// second is not left to the next scheduled tick.
+#[tokio::test]
+async fn a_tick_with_any_retryable_failure_is_retried() {
+    let h = Harness::<sources::SftpPoller<OutsideLanding>>::new(
+        "poll",
+        "[pipeline]\nname='acme'\ndata_bucket='data'\n[steps.poll]\nremote_dir='/out'\n",
+    );
+    h.sftp.insert("/out/a.csv", "id\n1\n", 100);
+    h.sftp.insert("/out/b.csv", "id\n2\n", 100);
+    h.sftp.deny("/out/b.csv");
+    let tick = etlgen_runtime::testing::sqs_message("tick-1", "{}");
+    let failures = h.runner.handle_event(tick).await.batch_item_failures;
+    assert_eq!(failures.len(), 1, "retried");
+    assert!(
+        h.objects.keys("data", "reports/").is_empty(),
+        "not reported"
+    );
 }
 
 /// A client's `landing_key` without the copy id (one key per file name and day): an

@@ -257,15 +257,17 @@ impl<H: Hooks + Default> Step for SftpPoller<H> {
             }
         }
         let count = failed.len();
-        let Some((path, first)) = failed.into_iter().next() else {
+        // Retried if any file may copy on a retry; named by that file, else the first.
+        let retry = failed.iter().position(|(_, e)| e.is_retryable());
+        let Some((path, first)) = failed.into_iter().nth(retry.unwrap_or(0)) else {
             return Ok(());
         };
         let message = format!(
-            "{count} of {selected} selected files not copied (the first, {path}: {}); \
+            "{count} of {selected} selected files not copied ({path}: {}); \
              the copied ones are remembered, and a retry or redrive copies the rest",
             first.message()
         );
-        Err(if first.is_retryable() {
+        Err(if retry.is_some() {
             StepError::retryable(message)
         } else {
             StepError::permanent(message)
