@@ -3,7 +3,7 @@
 //! `terraform plan` of the generated `dev` and `prod` roots against moto
 //! server: the default workspace is refused in `dev`, every name a `dev`
 //! plan creates carries the workspace, and `prod` refuses any workspace but
-//! the default one.
+//! the default one, where its names carry none.
 
 use std::path::Path;
 
@@ -156,5 +156,30 @@ fn dev_is_planned_per_workspace_and_prod_only_in_the_default_one() {
         !refused.status.success()
             && said.contains("this one is shared: terraform workspace select default"),
         "prod in a developer's workspace must be refused:\n{said}"
+    );
+
+    // In the default workspace prod plans, under names without any workspace.
+    assert_ok(
+        &tf.run(&prod, &["workspace", "select", "-no-color", "default"]),
+        "terraform workspace select default (prod)",
+    );
+    let planned = tf
+        .command(&prod)
+        .args(["plan", "-no-color", "-out", "prod.tfplan"])
+        .args(RELEASE)
+        .output()
+        .unwrap();
+    assert_ok(&planned, "terraform plan (prod, default workspace)");
+    let shown = tf.run(&prod, &["show", "-json", "-no-color", "prod.tfplan"]);
+    let plan: Value = serde_json::from_slice(&shown.stdout).unwrap();
+    let names = planned_names(&plan);
+    assert!(
+        names.iter().any(|(_, n)| n == "acme-prod-data")
+            && names.iter().any(|(_, n)| n == "acme/prod/qualtrics"),
+        "{names:#?}"
+    );
+    assert!(
+        names.iter().all(|(_, n)| !n.contains("default")),
+        "a shared environment's names carry no workspace: {names:#?}"
     );
 }
