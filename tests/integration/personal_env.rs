@@ -57,17 +57,38 @@ const RELEASE: [&str; 4] = [
     "artifact_version=v1.0.0",
 ];
 
-/// Every name-like attribute a plan creates, with its resource's address.
-fn planned_names(plan: &Value) -> Vec<(String, String)> {
+/// `terraform plan` in `dir`, which must fail: what it said, in single spaces.
+fn refused_plan(tf: &Terraform, dir: &Path, what: &str) -> String {
+    let out = tf
+        .command(dir)
+        .args(["plan", "-no-color"])
+        .args(RELEASE)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{what} must be refused");
+    words(&out.stderr)
+}
+
+/// `terraform plan` in `dir`, which must pass: every name-like attribute it creates, with
+/// its resource's address.
+fn planned_names(tf: &Terraform, dir: &Path, what: &str) -> Vec<(String, String)> {
+    let planned = tf
+        .command(dir)
+        .args(["plan", "-no-color", "-out", "test.tfplan"])
+        .args(RELEASE)
+        .output()
+        .unwrap();
+    assert_ok(&planned, &format!("terraform plan ({what})"));
+    let shown = tf.run(dir, &["show", "-json", "-no-color", "test.tfplan"]);
+    assert_ok(&shown, &format!("terraform show -json ({what})"));
+    let plan: Value = serde_json::from_slice(&shown.stdout).unwrap();
     let mut names = Vec::new();
     for change in plan["resource_changes"].as_array().unwrap() {
         let after = &change["change"]["after"];
         for key in ["name", "bucket", "function_name", "alarm_name"] {
             if let Some(name) = after[key].as_str() {
-                names.push((
-                    change["address"].as_str().unwrap().to_string(),
-                    name.to_string(),
-                ));
+                let address = change["address"].as_str().unwrap().to_string();
+                names.push((address, name.to_string()));
             }
         }
     }
@@ -87,35 +108,18 @@ fn dev_is_planned_per_workspace_and_prod_only_in_the_default_one() {
         "terraform init (dev)",
     );
 
-    let refused = tf
-        .command(&dev)
-        .args(["plan", "-no-color"])
-        .args(RELEASE)
-        .output()
-        .unwrap();
-    let said = words(&refused.stderr);
+    let said = refused_plan(&tf, &dev, "dev in the default workspace");
     assert!(
-        !refused.status.success()
-            && said.contains("deploy it from a Terraform workspace named for you")
+        said.contains("deploy it from a Terraform workspace named for you")
             && said.contains("terraform workspace select -or-create"),
-        "dev in the default workspace must be refused, saying how to pick one:\n{said}"
+        "dev in the default workspace must say how to pick one:\n{said}"
     );
 
     assert_ok(
         &tf.run(&dev, &["workspace", "new", "-no-color", "jdoe"]),
         "terraform workspace new jdoe (dev)",
     );
-    let planned = tf
-        .command(&dev)
-        .args(["plan", "-no-color", "-out", "dev.tfplan"])
-        .args(RELEASE)
-        .output()
-        .unwrap();
-    assert_ok(&planned, "terraform plan (dev, workspace jdoe)");
-    let shown = tf.run(&dev, &["show", "-json", "-no-color", "dev.tfplan"]);
-    assert_ok(&shown, "terraform show -json (dev)");
-    let plan: Value = serde_json::from_slice(&shown.stdout).unwrap();
-    let names = planned_names(&plan);
+    let names = planned_names(&tf, &dev, "dev, workspace jdoe");
     let ours: Vec<_> = names.iter().filter(|(_, n)| n.contains("acme")).collect();
     assert!(ours.len() >= 40, "too few names planned: {names:#?}");
     for (address, name) in &ours {
@@ -145,17 +149,10 @@ fn dev_is_planned_per_workspace_and_prod_only_in_the_default_one() {
         &tf.run(&prod, &["workspace", "new", "-no-color", "jdoe"]),
         "terraform workspace new jdoe (prod)",
     );
-    let refused = tf
-        .command(&prod)
-        .args(["plan", "-no-color"])
-        .args(RELEASE)
-        .output()
-        .unwrap();
-    let said = words(&refused.stderr);
+    let said = refused_plan(&tf, &prod, "prod in a developer's workspace");
     assert!(
-        !refused.status.success()
-            && said.contains("this one is shared: terraform workspace select default"),
-        "prod in a developer's workspace must be refused:\n{said}"
+        said.contains("this one is shared: terraform workspace select default"),
+        "prod in a developer's workspace must say to use the default one:\n{said}"
     );
 
     // In the default workspace prod plans, under names without any workspace.
@@ -163,16 +160,7 @@ fn dev_is_planned_per_workspace_and_prod_only_in_the_default_one() {
         &tf.run(&prod, &["workspace", "select", "-no-color", "default"]),
         "terraform workspace select default (prod)",
     );
-    let planned = tf
-        .command(&prod)
-        .args(["plan", "-no-color", "-out", "prod.tfplan"])
-        .args(RELEASE)
-        .output()
-        .unwrap();
-    assert_ok(&planned, "terraform plan (prod, default workspace)");
-    let shown = tf.run(&prod, &["show", "-json", "-no-color", "prod.tfplan"]);
-    let plan: Value = serde_json::from_slice(&shown.stdout).unwrap();
-    let names = planned_names(&plan);
+    let names = planned_names(&tf, &prod, "prod, default workspace");
     assert!(
         names.iter().any(|(_, n)| n == "acme-prod-data")
             && names.iter().any(|(_, n)| n == "acme/prod/qualtrics"),
