@@ -43,6 +43,10 @@ pub struct SourceKind {
     /// The schedule `--yes` accepts for a scheduled source.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_schedule: Option<String>,
+    /// Whether the client delivers the input itself, from its own AWS account, so the
+    /// infrastructure takes `client_principals` to grant that delivery.
+    #[serde(default)]
+    pub client_delivers: bool,
 }
 
 /// Where in the pipeline a kind runs. Steps are ordered by stage first.

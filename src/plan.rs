@@ -84,6 +84,11 @@ struct RepoContext<'a> {
     /// The emulator environment every repository has besides `environments`
     /// (`config/local.toml`, `infra/envs/local`).
     local_env: &'static str,
+    /// The environment each developer deploys from their own workspace.
+    personal_env: &'static str,
+    /// Whether the client delivers the input from its own account (the
+    /// source's `client_delivers`), so `client_principals` is rendered.
+    client_delivers: bool,
     /// The Terraform infrastructure (`infra/`).
     terraform: TerraformContext<'a>,
 }
@@ -352,6 +357,10 @@ fn repo_context<'a>(answers: &'a Answers, catalog: &'a Catalog) -> RepoContext<'
     };
     RepoContext {
         local_env: EnvName::LOCAL,
+        personal_env: EnvName::PERSONAL,
+        client_delivers: catalog
+            .source(&answers.source)
+            .is_some_and(|s| s.client_delivers),
         terraform,
         uses_qualtrics: steps.iter().any(|s| s.calls_qualtrics),
         uses_sftp,

@@ -34,12 +34,12 @@ const AWS_NAME_LIMIT: usize = 64;
 /// S3's limit on bucket names, and the suffix of the longest one etlgen
 /// derives, `<client>-<env>-data` (`<client>-<env>-<workspace>-data`).
 const S3_BUCKET_LIMIT: usize = 63;
+const BUCKET_SUFFIX: &str = "data";
 
 /// The source a client POSTs to, and the role its principals assume to do so
 /// (`<client>-<env>-submit`), which no step may share.
 const HTTP_SOURCE: &str = "http";
 const SUBMIT_ROLE: &str = "submit";
-const BUCKET_SUFFIX: &str = "data";
 
 /// A bad answer: names the field, the value and what is allowed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -294,24 +294,29 @@ impl Answers {
             String::new()
         };
         let client = self.client.as_str();
-        let bucket_len = client.len() + 1 + env_len + 1 + BUCKET_SUFFIX.len();
-        if bucket_len > S3_BUCKET_LIMIT {
-            return Err(AnswerError::Conflict(format!(
-                "the data bucket name \"{client}-{env_part}-{BUCKET_SUFFIX}\" would be \
-                 {bucket_len} characters{workspace_note}; S3 allows {S3_BUCKET_LIMIT}. \
-                 Choose a shorter client or environment name"
-            )));
-        }
-        for step in &self.steps {
-            let len = client.len() + 1 + env_len + 1 + step.name.as_str().len();
-            if len > AWS_NAME_LIMIT {
-                return Err(AnswerError::Conflict(format!(
-                    "the Lambda function name \"{client}-{env_part}-{}\" would be {len} \
-                     characters{workspace_note}; AWS allows {AWS_NAME_LIMIT}. Choose a \
-                     shorter client, environment or step name",
-                    step.name
-                )));
+        // `<client>-<env>-<suffix>` must fit the `limit` of `service`; `what` names it,
+        // `shorter` the fix.
+        let fits = |what: &str, suffix: &str, (service, limit): (&str, usize), shorter: &str| {
+            let len = client.len() + 1 + env_len + 1 + suffix.len();
+            if len <= limit {
+                return Ok(());
             }
+            Err(AnswerError::Conflict(format!(
+                "the {what} \"{client}-{env_part}-{suffix}\" would be {len} \
+                 characters{workspace_note}; {service} allows {limit}. Choose a shorter {shorter}"
+            )))
+        };
+        let client_or_env = "client or environment name";
+        fits(
+            "data bucket name",
+            BUCKET_SUFFIX,
+            ("S3", S3_BUCKET_LIMIT),
+            client_or_env,
+        )?;
+        for step in &self.steps {
+            let shorter = "client, environment or step name";
+            let aws = ("AWS", AWS_NAME_LIMIT);
+            fits("Lambda function name", step.name.as_str(), aws, shorter)?;
         }
         if self.source == HTTP_SOURCE {
             if self.step(SUBMIT_ROLE).is_some() {
@@ -320,14 +325,12 @@ impl Answers {
                      client assumes (`<client>-<env>-{SUBMIT_ROLE}`); choose another step name"
                 )));
             }
-            let len = client.len() + 1 + env_len + 1 + SUBMIT_ROLE.len();
-            if len > AWS_NAME_LIMIT {
-                return Err(AnswerError::Conflict(format!(
-                    "the client's submit role name \"{client}-{env_part}-{SUBMIT_ROLE}\" would \
-                     be {len} characters{workspace_note}; AWS allows {AWS_NAME_LIMIT}. Choose a \
-                     shorter client or environment name"
-                )));
-            }
+            fits(
+                "client's submit role name",
+                SUBMIT_ROLE,
+                ("AWS", AWS_NAME_LIMIT),
+                client_or_env,
+            )?;
         }
         Ok(())
     }
