@@ -228,6 +228,15 @@ impl MemoryObjectStore {
             .map(|b| String::from_utf8_lossy(b).into_owned())
     }
 
+    /// Removes every object under a prefix, as `cargo xtask replay --from-step` clears a
+    /// step's run state; how many there were.
+    pub fn remove_prefix(&self, bucket: &str, prefix: &str) -> usize {
+        let mut objects = lock(&self.objects);
+        let before = objects.len();
+        objects.retain(|(b, k), _| b != bucket || !k.starts_with(prefix));
+        before - objects.len()
+    }
+
     /// The keys in a bucket under a prefix.
     pub fn keys(&self, bucket: &str, prefix: &str) -> Vec<String> {
         lock(&self.objects)

@@ -954,11 +954,8 @@ async fn a_replaced_file_under_a_key_without_its_copy_id_is_uploaded_again() {
     );
 }
 
-/// With the run's inputs counted, the exporter exports once, when the last input has
-/// come: exporting at every input overwrote the run's file with whichever export finished
-/// last, possibly one started before the last batch was imported.
-#[tokio::test]
-async fn a_counted_run_is_exported_once_after_its_last_input() {
+/// An exporter that exports a run of two batches once its two inputs have come.
+fn counted_exporter() -> (Harness<exporter::Exporter<Defaults>>, Envelope<()>) {
     let config = EXPORTER.replace("max_polls = 2\n", "max_polls = 2\ninputs_per_batch = 1\n");
     let h = Harness::<exporter::Exporter<Defaults>>::new("export", &config);
     h.qualtrics
@@ -980,6 +977,15 @@ async fn a_counted_run_is_exported_once_after_its_last_input() {
         &etlgen_runtime::kinds::manifest_key(run.logical_date, &run.run_id),
         serde_json::to_vec(&manifest).unwrap(),
     );
+    (h, run)
+}
+
+/// With the run's inputs counted, the exporter exports once, when the last input has
+/// come: exporting at every input overwrote the run's file with whichever export finished
+/// last, possibly one started before the last batch was imported.
+#[tokio::test]
+async fn a_counted_run_is_exported_once_after_its_last_input() {
+    let (h, _) = counted_exporter();
     let exports = || h.qualtrics.requests_to(Method::Post, EXPORTS).len();
     for (key, expected) in [
         ("batch-000001", 0),
@@ -994,4 +1000,43 @@ async fn a_counted_run_is_exported_once_after_its_last_input() {
     let emitted = h.emitted::<exporter::ExportWritten>();
     assert!(!emitted.is_empty());
     assert!(emitted.iter().all(|e| e.record_key == "export"));
+}
+
+/// Each input of a counted run is kept, whole, under its marker: `cargo xtask replay
+/// --from-step` clears the step's run state and the inputs' ledger entries, sends the kept
+/// envelopes again, and the run is exported again, once, when the last of them is back.
+#[tokio::test]
+async fn a_cleared_run_is_exported_again_from_its_kept_inputs() {
+    let (h, run) = counted_exporter();
+    let exports = || h.qualtrics.requests_to(Method::Post, EXPORTS).len();
+    let sent: Vec<_> = ["batch-000001", "batch-000002"]
+        .map(|key| h.envelope(key, json!({"imported": key})))
+        .into();
+    for input in &sent {
+        assert!(h.deliver(input).await.batch_item_failures.is_empty());
+    }
+    assert_eq!(exports(), 1);
+
+    let prefix =
+        etlgen_runtime::kinds::input_marker_prefix(run.logical_date, &run.run_id, "export");
+    let mut kept: Vec<Envelope<serde_json::Value>> = (h.objects.keys("data", &prefix).iter())
+        .map(|key| serde_json::from_str(&h.objects.text("data", key).unwrap()).unwrap())
+        .collect();
+    kept.sort_by(|a, b| a.record_key.cmp(&b.record_key));
+    assert_eq!(kept, sent, "each marker holds its input's envelope");
+
+    let state = etlgen_runtime::zones::run_state(run.logical_date, &run.run_id, "export/");
+    assert!(
+        h.objects.remove_prefix("data", &state) > 2,
+        "markers, claim and result"
+    );
+    for input in &kept {
+        let ledger =
+            etlgen_runtime::zones::ledger(&input.pipeline, "export", &input.idempotency_key);
+        assert_eq!(h.objects.remove_prefix("data", &ledger), 1, "{ledger}");
+    }
+    assert!(h.deliver(&kept[0]).await.batch_item_failures.is_empty());
+    assert_eq!(exports(), 1, "not before the last input is back");
+    assert!(h.deliver(&kept[1]).await.batch_item_failures.is_empty());
+    assert_eq!(exports(), 2, "exported again, once");
 }

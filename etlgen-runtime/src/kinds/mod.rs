@@ -91,6 +91,12 @@ pub fn batch_marker_prefix(date: LogicalDate, run: &RunId) -> String {
     zones::run_state(date, run, "batches/")
 }
 
+/// `runs/<date>/<run>/<step>/inputs/`: the inputs of a run a once-per-run step has read
+/// (see [`all_inputs_come`]), each under its idempotency key.
+pub fn input_marker_prefix(date: LogicalDate, run: &RunId, step: &str) -> String {
+    zones::run_state(date, run, &format!("{step}/inputs/"))
+}
+
 /// Reads a small JSON state object.
 pub async fn read_state<T: serde::de::DeserializeOwned>(
     cx: &StepContext,
@@ -145,20 +151,24 @@ impl RunInputs {
 /// manifest (or `None` when no input is per batch and the manifest is not needed) once
 /// they all have, `Err`-free `None` before. Each delivery marks before it counts, so the
 /// last input to arrive finds them all, whatever the order or concurrency; a redelivery
-/// marks the same object again. The markers are `runs/<date>/<run>/<step>/inputs/<key>`.
-pub async fn all_inputs_come<T>(
+/// marks the same object again. The markers are [`input_marker_prefix`]`<key>`.
+///
+/// Each marker holds the input's envelope as JSON, so that `cargo xtask replay
+/// --from-step` can send a step the inputs of a run again when the steps that sent them
+/// are not run again (a re-export of a run whose responses are imported already). A
+/// replay from such a step clears everything under `runs/<date>/<run>/<step>/`: its
+/// markers, claim and stored result, so the run is done again once its inputs have all
+/// come back.
+pub async fn all_inputs_come<T: Serialize>(
     input: &Envelope<T>,
     inputs: RunInputs,
     cx: &StepContext,
 ) -> Result<Option<Option<RunManifest>>, StepError> {
-    let prefix = zones::run_state(
-        input.logical_date,
-        &input.run_id,
-        &format!("{}/inputs/", cx.step_name()),
-    );
+    let prefix = input_marker_prefix(input.logical_date, &input.run_id, cx.step_name());
     let objects = &cx.services().objects;
     let marker = format!("{prefix}{}", input.idempotency_key);
-    objects.put(cx.data_bucket(), &marker, Bytes::new()).await?;
+    let body = serde_json::to_vec(input)?;
+    objects.put(cx.data_bucket(), &marker, body.into()).await?;
     let manifest =
         read_state::<RunManifest>(cx, &manifest_key(input.logical_date, &input.run_id)).await?;
     if manifest.is_none() && inputs.per_batch > 0 {

@@ -9,13 +9,13 @@ use std::time::Instant;
 use serde_json::Value;
 
 use super::{
-    Faulty, Turn, a_failing_notifier_alone, emulator_status, function, rejected_rows, run_killing,
-    set_faults,
+    Faulty, Turn, a_failing_notifier_alone, boto3, emulator_status, function, rejected_rows,
+    run_killing, set_faults,
 };
 use crate::tools::assert_ok;
 
-/// A response-import pipeline: survey responses from the client's files into a survey, and
-/// a notifier.
+/// A response-import pipeline: survey responses from the client's files into a survey, the
+/// run's responses exported back, and a notifier.
 const RESPONSES: &str = r#"
 client = "e2e-resp"
 source = "s3"
@@ -26,6 +26,9 @@ settings = { primary_key = "response_id", columns = [{ name = "response_id", req
 
 [[steps]]
 kind = "response-importer"
+
+[[steps]]
+kind = "exporter"
 
 [[steps]]
 kind = "notifier"
@@ -80,8 +83,9 @@ fn the_response_pipeline_imports_every_valid_response_once_and_reports_the_rejec
         "every valid response, once"
     );
     let calls = summary["api"]["calls"].as_u64().unwrap();
-    // Needed: an import and a progress poll per batch of 100 valid responses.
-    let needed = 2 * 9_950_u64.div_ceil(100);
+    // Needed: an import and a progress poll per batch of 100 valid responses, and the run's
+    // one export (start, progress, file).
+    let needed = 2 * 9_950_u64.div_ceil(100) + 3;
     println!(
         "response import happy path: 10000 rows in {seconds:.1} s ({:.0} rows/s end to end); API calls {calls} made, {needed} needed; {} retried",
         10_000.0 / seconds,
@@ -266,5 +270,103 @@ fn a_response_replay_changes_nothing_and_a_backfill_takes_its_own_dates_data() {
         effects(&stack.json(&["local", "qualtrics"])),
         effects(&before),
         "nothing new at Qualtrics"
+    );
+}
+
+/// `replay --from-step exporter` delivers a lost export again and announces the run again,
+/// sending the exporter the inputs it kept, without validating or importing anything again.
+#[test]
+fn a_replay_from_the_exporter_exports_the_run_again_and_imports_nothing() {
+    let Some((_turn, stack)) = Turn::take(RESPONSES) else {
+        return;
+    };
+    let file = stack.write("rexport.csv", &responses("rexport", 250, 0));
+    let summary = stack.run(&file, "2026-11-12");
+    assert_eq!(summary["status"], "complete", "{summary:#}");
+    let run_id = summary["run_id"].as_str().unwrap();
+    let export = |code: &str| {
+        boto3(
+            &stack,
+            &format!(
+                "s3 = client('s3')\n\
+                 bucket = [b['Name'] for b in s3.list_buckets()['Buckets'] if b['Name'].endswith('-data')][0]\n\
+                 key = 'exports/2026-11-12/{run_id}/responses.zip'\n{code}\n"
+            ),
+        )
+    };
+    let listed = "print(s3.list_objects_v2(Bucket=bucket, Prefix=key).get('KeyCount', 0))";
+    assert_eq!(export(listed).trim(), "1", "the run was exported");
+    // The client lost the file.
+    export("s3.delete_object(Bucket=bucket, Key=key)");
+    let before = (emulator_status(&stack), stack.json(&["local", "qualtrics"]));
+
+    let args = ["replay", "--run", run_id, "--from-step", "exporter"];
+    let dry = stack.xtask(&[&args[..], &["--dry-run"]].concat());
+    assert_ok(&dry, "cargo xtask replay --from-step exporter --dry-run");
+    let said = String::from_utf8_lossy(&dry.stdout);
+    for line in [
+        format!("Would run again, for run {run_id}: exporter, notifier."),
+        "Would not send the raw copy: no step run again reads validator.".to_owned(),
+        "Would send exporter 3 inputs it kept.".to_owned(),
+    ] {
+        assert!(said.contains(&line), "{line:?} in {said}");
+    }
+    let result = format!(
+        "print(s3.list_objects_v2(Bucket=bucket, Prefix='runs/2026-11-12/{run_id}/exporter/result.json').get('KeyCount', 0))"
+    );
+    assert_eq!(export(&result).trim(), "1", "a dry run clears nothing");
+
+    assert_ok(
+        &stack.xtask(&args),
+        "cargo xtask replay --from-step exporter",
+    );
+    let settled = stack.json(&["local", "wait", "--timeout", "300"]);
+    assert_eq!(settled["status"], "complete", "{settled:#}");
+
+    assert_eq!(export(listed).trim(), "1", "the export is back");
+    let after = (emulator_status(&stack), stack.json(&["local", "qualtrics"]));
+    let delta = |step: &str, counter: &str| {
+        function(&after.0, step)[counter].as_u64().unwrap()
+            - function(&before.0, step)[counter].as_u64().unwrap()
+    };
+    assert_eq!(
+        delta("validator", "messages_received"),
+        0,
+        "nothing validated"
+    );
+    assert_eq!(
+        delta("response-importer", "messages_received"),
+        0,
+        "nothing imported"
+    );
+    assert_eq!(
+        delta("exporter", "messages_succeeded"),
+        3,
+        "the three batches' inputs the exporter kept, sent again"
+    );
+    assert_eq!(
+        delta("notifier", "messages_succeeded"),
+        1,
+        "announced again"
+    );
+    let exports = |state: &Value| state["exports"].as_array().map_or(0, Vec::len);
+    assert_eq!(
+        exports(&after.1),
+        exports(&before.1) + 1,
+        "exported again, once"
+    );
+    assert_eq!(
+        (&after.1["responses"], &after.1["response_imports"]),
+        (&before.1["responses"], &before.1["response_imports"]),
+        "a re-export changed the responses"
+    );
+
+    // A step the pipeline does not have is refused, naming those it has.
+    let refused = stack.xtask(&["replay", "--run", run_id, "--from-step", "nope"]);
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        err.contains("no step \"nope\"") && err.contains("exporter"),
+        "{err}"
     );
 }

@@ -4,7 +4,7 @@
 //!   `StartMessageMoveTask`, or by receiving and re-sending where the endpoint lacks it.
 //! - `replay --run <run_id> [--from-step S]`: the run again from its raw copy. Steps skip
 //!   what their ledger says is done, so a replay of a completed run changes nothing unless
-//!   `--from-step` clears the ledger of that step and the ones after it.
+//!   `--from-step` runs again that step and every step reading it (the `replay` module).
 //! - `backfill --from DATE --to DATE`: every run whose raw data is filed under those logical
 //!   dates, replayed for its own date.
 //! - `runs`: recent runs and how far each step got.
@@ -17,13 +17,13 @@ use std::collections::BTreeMap;
 
 use anyhow::{Context, Result, bail, ensure};
 use etlgen_runtime::envelope::{Envelope, LogicalDate, RunId};
-use etlgen_runtime::kinds::RunManifest;
 use etlgen_runtime::kinds::validator::Source;
 use etlgen_runtime::local::{aws_config, aws_sdk_s3, aws_sdk_sqs};
 
 use crate::local::{Outputs, State};
 
 mod redrive;
+mod replay;
 mod runs;
 
 pub use redrive::redrive;
@@ -52,10 +52,14 @@ pub struct Replay {
     /// The run to replay (its id, as `runs` lists it).
     #[arg(long = "run", value_name = "RUN_ID")]
     run: String,
-    /// Process again from this step on (clears its ledger for the run, and the ledger of
-    /// every step after it).
+    /// Run again this step and every step reading it, directly or not: their ledger
+    /// entries for the run are cleared, an exporter or notifier does its work again, and
+    /// inputs they kept from steps not run again are sent to them again.
     #[arg(long, value_name = "STEP")]
     from_step: Option<String>,
+    /// Say which steps would run again and what would be sent to them, and change nothing.
+    #[arg(long)]
+    dry_run: bool,
     #[command(flatten)]
     target: Target,
 }
@@ -147,6 +151,49 @@ impl Env {
         Ok(keys)
     }
 
+    async fn put(&self, key: &str, body: Vec<u8>) -> Result<()> {
+        let bucket = &self.outputs.data_bucket;
+        self.s3
+            .put_object()
+            .bucket(bucket)
+            .key(key)
+            .body(body.into())
+            .send()
+            .await
+            .map_err(crate::sdk_error)
+            .with_context(|| format!("writing s3://{bucket}/{key}"))?;
+        Ok(())
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        let bucket = &self.outputs.data_bucket;
+        self.s3
+            .delete_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(crate::sdk_error)
+            .with_context(|| format!("deleting s3://{bucket}/{key}"))?;
+        Ok(())
+    }
+
+    /// Sends `body` to a queue; to a FIFO queue in the pipeline's group, deduplicated by
+    /// `dedup`.
+    async fn send(&self, queue_url: &str, body: &str, dedup: &str) -> Result<()> {
+        let mut send = self.sqs.send_message().queue_url(queue_url).message_body(body);
+        if queue_url.ends_with(".fifo") {
+            send = send
+                .message_group_id(self.outputs.pipeline.clone())
+                .message_deduplication_id(dedup);
+        }
+        send.send()
+            .await
+            .map_err(crate::sdk_error)
+            .with_context(|| format!("sending to {queue_url}"))?;
+        Ok(())
+    }
+
     async fn read(&self, key: &str) -> Result<Option<Vec<u8>>> {
         match self.s3.get_object().bucket(&self.outputs.data_bucket).key(key).send().await {
             Ok(object) => Ok(Some(object.body.collect().await?.into_bytes().to_vec())),
@@ -198,132 +245,63 @@ async fn find_raw_run(env: &Env, run: &str) -> Result<RawRun> {
     bail!("no raw data for run {run:?} under raw/; `cargo xtask runs` lists the runs")
 }
 
-/// Sends the run's raw copy to the input step again, for the run's own date and id.
-async fn replay_run(env: &Env, raw: &RawRun, from_step: Option<&str>) -> Result<()> {
-    let input =
-        env.outputs.input.as_ref().context("this pipeline has no input step to replay into")?;
-    if let Some(step) = from_step {
-        clear_ledgers(env, raw, step).await?;
+/// Sends the run's raw copy to the input step again, for the run's own date and id; with
+/// `from_step`, first clears what that step and the steps reading it have done of the run,
+/// and sends them the inputs they kept from steps that do not run again (the `replay`
+/// module).
+async fn replay_run(env: &Env, raw: &RawRun, from_step: Option<&str>, dry_run: bool) -> Result<()> {
+    let plan = match from_step {
+        Some(step) => Some(replay::plan(env, raw, step).await?),
+        None => None,
+    };
+    if dry_run {
+        let input = env.outputs.input.as_ref().map_or("the input step", |i| i.step.as_str());
+        match &plan {
+            Some(plan) => plan.describe(raw, input),
+            None => println!(
+                "Would send the raw copy {} to {input}; every step skips what it has done.",
+                raw.key
+            ),
+        }
+        println!("Nothing changed (--dry-run).");
+        return Ok(());
+    }
+    if let Some(plan) = &plan {
+        replay::clear(env, raw, plan).await?;
     }
     let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis();
-    let envelope = Envelope::new(
-        env.outputs.pipeline.clone(),
-        RunId::new(raw.run.clone()),
-        raw.date,
-        input.step.clone(),
-        format!("replay-{stamp}"),
-        Source::Object {
-            bucket: env.outputs.data_bucket.clone(),
-            key: raw.key.clone(),
-            version_id: None,
-        },
-    );
-    let mut send = env
-        .sqs
-        .send_message()
-        .queue_url(&input.queue_url)
-        .message_body(serde_json::to_string(&envelope)?);
-    if input.queue_url.ends_with(".fifo") {
-        send = send
-            .message_group_id(env.outputs.pipeline.clone())
-            .message_deduplication_id(envelope.idempotency_key.to_string());
+    if plan.as_ref().is_none_or(|p| p.raw) {
+        let input =
+            env.outputs.input.as_ref().context("this pipeline has no input step to replay into")?;
+        let envelope = Envelope::new(
+            env.outputs.pipeline.clone(),
+            RunId::new(raw.run.clone()),
+            raw.date,
+            input.step.clone(),
+            format!("replay-{stamp}"),
+            Source::Object {
+                bucket: env.outputs.data_bucket.clone(),
+                key: raw.key.clone(),
+                version_id: None,
+            },
+        );
+        let body = serde_json::to_string(&envelope)?;
+        env.send(&input.queue_url, &body, &envelope.idempotency_key.to_string()).await?;
+        println!("Sent the raw copy {} to {}.", raw.key, input.step);
     }
-    send.send()
-        .await
-        .map_err(crate::sdk_error)
-        .with_context(|| format!("sending to {}", input.queue_url))?;
-    println!(
-        "Replaying run {} of {} from {} ({}).",
-        raw.run,
-        raw.date,
-        raw.key,
-        from_step.unwrap_or(&input.step)
-    );
+    if let Some(plan) = &plan {
+        replay::resend(env, raw, plan, stamp).await?;
+    }
+    let steps = plan.map_or_else(|| "every step".to_owned(), |p| p.steps.join(", "));
+    println!("Replaying run {} of {}: {steps}.", raw.run, raw.date);
     Ok(())
-}
-
-/// Removes the ledger entries of `from` and every step after it for the run's batches, so
-/// they process them again.
-async fn clear_ledgers(env: &Env, raw: &RawRun, from: &str) -> Result<()> {
-    let order = &env.outputs.step_order;
-    let start = order.iter().position(|s| s == from).with_context(|| {
-        format!("no step {from:?} in this pipeline; its steps are: {}", order.join(", "))
-    })?;
-    let manifest_key = format!("runs/{}/{}/manifest.json", raw.date, raw.run);
-    let manifest: RunManifest = match env.read(&manifest_key).await? {
-        Some(bytes) => {
-            serde_json::from_slice(&bytes).with_context(|| format!("reading {manifest_key}"))?
-        }
-        None => bail!("run {} has no manifest yet: replay it without --from-step", raw.run),
-    };
-    let run = RunId::new(raw.run.clone());
-    let mut cleared = 0;
-    for step in &order[start..] {
-        for batch in 1..=manifest.batches {
-            let key = format!("batch-{batch:06}");
-            let mut found = clear_batch(env, &run, step, &key).await?;
-            if found == 0 {
-                // A step reading several steps keys each one's output `<sender>/<key>`.
-                for sender in order {
-                    found += clear_batch(env, &run, step, &format!("{sender}/{key}")).await?;
-                }
-            }
-            cleared += found;
-        }
-    }
-    ensure!(
-        cleared > 0,
-        "no ledger entry of {} is keyed by this run's batches, so --from-step cannot make it \
-         process them again (steps after the distribution scheduler are keyed otherwise); \
-         replay without --from-step, or redrive the step's DLQ",
-        order[start..].join(", ")
-    );
-    println!(
-        "Cleared {cleared} ledger entries of {} for run {}.",
-        order[start..].join(", "),
-        raw.run
-    );
-    Ok(())
-}
-
-/// Removes the ledger entries of `step` for the batch keyed `key` of `run`, or, if it went
-/// as parts because it was over SQS's message limit, for its parts `<key>.1`, `<key>.2`, …;
-/// how many there were.
-async fn clear_batch(env: &Env, run: &RunId, step: &str, key: &str) -> Result<usize> {
-    if clear_entry(env, run, step, key).await? {
-        return Ok(1);
-    }
-    let mut parts = 0;
-    while clear_entry(env, run, step, &format!("{key}.{}", parts + 1)).await? {
-        parts += 1;
-    }
-    Ok(parts)
-}
-
-/// Removes the ledger entry of `step` for the record key `key` of `run`; whether there
-/// was one.
-async fn clear_entry(env: &Env, run: &RunId, step: &str, key: &str) -> Result<bool> {
-    let key = etlgen_runtime::IdempotencyKey::derive(&env.outputs.pipeline, run, step, key);
-    let ledger = etlgen_runtime::zones::ledger(&env.outputs.pipeline, step, &key);
-    if env.read(&ledger).await?.is_none() {
-        return Ok(false);
-    }
-    env.s3
-        .delete_object()
-        .bucket(&env.outputs.data_bucket)
-        .key(&ledger)
-        .send()
-        .await
-        .map_err(crate::sdk_error)
-        .with_context(|| format!("clearing {ledger}"))?;
-    Ok(true)
 }
 
 pub fn replay(args: Replay) -> Result<()> {
     block_on(async {
         let env = Env::open(&args.target).await?;
         let raw = find_raw_run(&env, &args.run).await?;
-        replay_run(&env, &raw, args.from_step.as_deref()).await
+        replay_run(&env, &raw, args.from_step.as_deref(), args.dry_run).await
     })
 }
 
@@ -354,7 +332,7 @@ pub fn backfill(args: Backfill) -> Result<()> {
             return Ok(());
         }
         for raw in &runs {
-            replay_run(&env, raw, None).await?;
+            replay_run(&env, raw, None, false).await?;
         }
         println!("Backfill of {} to {}: {} runs replayed.", args.from, args.to, runs.len());
         Ok(())
