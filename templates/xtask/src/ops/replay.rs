@@ -3,7 +3,8 @@
 //! A step runs again only if its ledger entries for the run are gone *and* its inputs come
 //! again: a step whose ledger says done skips its input and sends nothing on. So a replay
 //! from `S` runs again `S` and every step that reads it, directly or not (`next_steps` in
-//! config/default.toml), and nothing before:
+//! config/default.toml), and of the steps before it only the input step, when one of them
+//! reads it:
 //!
 //! - the ledger entries of those steps for the run are cleared: the run's batches, and the
 //!   inputs a once-per-run step (an exporter, a notifier) keeps under its markers, whose run
@@ -14,10 +15,12 @@
 //!   re-export does not validate the file again;
 //! - a step that reads a step not run again gets the inputs it kept sent to it again. A
 //!   step that keeps none (it is not once-per-run, or has had nothing of the run yet) is
-//!   refused before anything is cleared, naming the step to replay from instead.
+//!   refused before anything is cleared, naming the nearest step upstream from which a
+//!   replay would be accepted.
 //!
 //! The inputs to send again are written to `runs/<date>/<run>/replay.json` before anything
-//! is cleared, and removed once sent, so a replay cut short finishes when run again.
+//! is cleared, and removed once sent; the same replay run again counts them as kept, so a
+//! replay cut short finishes.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -127,7 +130,8 @@ pub(super) struct Plan {
 
 /// Works out a replay from `from`, given the pipeline's order, its input step and the
 /// inputs each once-per-run step of the run has kept. Refuses a step that reads a step not
-/// run again and has kept nothing of it.
+/// run again and has kept none of the run's inputs, naming the nearest step before it from
+/// which a replay would be accepted.
 pub(super) fn choose(
     wiring: &Wiring,
     order: &[String],
@@ -138,6 +142,40 @@ pub(super) fn choose(
     if !order.iter().any(|s| s == from) {
         bail!("no step {from:?} in this pipeline; its steps are: {}", order.join(", "));
     }
+    let refused = match try_choose(wiring, order, input, from, kept) {
+        Ok(plan) => return Ok(plan),
+        Err(why) => why,
+    };
+    // The nearest step upstream a replay from which needs nothing that was not kept.
+    let mut seen = BTreeSet::from([from.to_owned()]);
+    let mut frontier = vec![from.to_owned()];
+    let mut instead = None;
+    while instead.is_none() && !frontier.is_empty() {
+        let mut next = Vec::new();
+        for step in &frontier {
+            for producer in wiring.producers(step) {
+                if seen.insert(producer.to_owned()) {
+                    next.push(producer.to_owned());
+                }
+            }
+        }
+        next.sort_by_key(|s| order.iter().position(|o| o == s));
+        instead =
+            (next.iter()).find(|s| try_choose(wiring, order, input, s, kept).is_ok()).cloned();
+        frontier = next;
+    }
+    let instead = instead.or_else(|| input.map(str::to_owned)).unwrap_or_else(|| order[0].clone());
+    bail!("{refused}: replay from {instead} instead (--from-step {instead})")
+}
+
+/// [`choose`] without the advice: why the replay cannot be done, if it cannot.
+fn try_choose(
+    wiring: &Wiring,
+    order: &[String],
+    input: Option<&str>,
+    from: &str,
+    kept: &BTreeMap<String, Vec<Kept>>,
+) -> Result<Plan, String> {
     let again = wiring.downstream(from);
     let steps: Vec<String> = order.iter().filter(|s| again.contains(*s)).cloned().collect();
     let raw = input.is_some_and(|i| {
@@ -153,26 +191,27 @@ pub(super) fn choose(
         }
         let kept = kept.get(step).map_or(&[][..], Vec::as_slice);
         if kept.is_empty() {
-            bail!(
+            return Err(format!(
                 "{step} reads {}, which a replay from {from} does not run again, and has kept \
                  none of this run's inputs (only an exporter or a notifier that counts its \
-                 inputs keeps them, once they have come): replay from {} instead \
-                 (--from-step {})",
-                outside.join(" and "),
-                outside[0],
-                outside[0]
-            );
+                 inputs keeps them, once they have come)",
+                outside.join(" and ")
+            ));
         }
         for k in kept {
             let Some(envelope) = &k.envelope else {
-                bail!(
-                    "{} was marked by a runtime that kept no copy of the input, so a replay \
-                     from {from} cannot send it to {step} again: replay from {} instead \
-                     (--from-step {})",
-                    k.marker,
-                    outside[0],
-                    outside[0]
-                );
+                // Marked by a runtime that kept no copy: a step with one producer can only
+                // have had it from that one, which may run again.
+                match wiring.producers(step).as_slice() {
+                    [one] if sends_again(one) => continue,
+                    _ => {
+                        return Err(format!(
+                            "{} was marked by a runtime that kept no copy of the input, so a \
+                             replay from {from} cannot send it to {step} again",
+                            k.marker
+                        ));
+                    }
+                }
             };
             if wiring.sender(step, envelope).is_none_or(|s| !sends_again(s)) {
                 resend.push(Resend { step: step.clone(), envelope: envelope.clone() });
@@ -180,6 +219,17 @@ pub(super) fn choose(
         }
     }
     Ok(Plan { steps, raw, resend, batches: 0 })
+}
+
+/// Counts what a replay cut short stashed as kept: it cleared the markers it came from.
+fn add_stashed(kept: &mut BTreeMap<String, Vec<Kept>>, stashed: Vec<Resend>, stash: &str) {
+    for r in stashed {
+        let inputs = kept.entry(r.step).or_default();
+        let key = r.envelope.idempotency_key;
+        if !inputs.iter().any(|k| k.envelope.as_ref().is_some_and(|e| e.idempotency_key == key)) {
+            inputs.push(Kept { marker: stash.to_owned(), envelope: Some(r.envelope) });
+        }
+    }
 }
 
 impl Plan {
@@ -230,19 +280,14 @@ pub(super) async fn plan(env: &Env, raw: &RawRun, from: &str) -> Result<Plan> {
         }
         kept.insert(step.clone(), inputs);
     }
-    let input = env.outputs.input.as_ref().map(|i| i.step.as_str());
-    let mut plan = choose(&wiring, &env.outputs.step_order, input, from, &kept)?;
-    plan.batches = manifest.batches;
-    // What a replay cut short had yet to send: its markers are cleared already.
     if let Some(bytes) = env.read(&stash_key(raw)).await? {
         let stashed: Vec<Resend> = serde_json::from_slice(&bytes)
             .with_context(|| format!("reading {}", stash_key(raw)))?;
-        for r in stashed {
-            if !plan.resend.contains(&r) {
-                plan.resend.push(r);
-            }
-        }
+        add_stashed(&mut kept, stashed, &stash_key(raw));
     }
+    let input = env.outputs.input.as_ref().map(|i| i.step.as_str());
+    let mut plan = choose(&wiring, &env.outputs.step_order, input, from, &kept)?;
+    plan.batches = manifest.batches;
     Ok(plan)
 }
 
@@ -459,15 +504,43 @@ next_steps = ["notify"]
         assert!(err.contains("invite reads import-contacts"), "{err}");
         assert!(err.contains("--from-step import-contacts"), "{err}");
 
+        // Markers of a runtime that kept no copy: the advice names a step that works.
         let mut old = kept();
-        old.get_mut("export").unwrap()[0].envelope = None;
+        for k in old.values_mut().flatten() {
+            k.envelope = None;
+        }
         let err =
             choose(&wiring, &order(), Some("validator"), "export", &old).unwrap_err().to_string();
         assert!(err.contains("kept no copy"), "{err}");
+        assert!(err.contains("--from-step validator"), "{err}");
+        // Notify's one producer runs again, so its empty marker is not needed.
+        let plan = choose(&wiring, &order(), Some("validator"), "validator", &old).unwrap();
+        assert!(plan.resend.is_empty());
 
         let err =
             choose(&wiring, &order(), Some("validator"), "nope", &kept()).unwrap_err().to_string();
         assert!(err.contains("no step \"nope\"") && err.contains("export"), "{err}");
+    }
+
+    /// A replay cut short after clearing has only its stash left: run again, it sends what
+    /// the stash holds.
+    #[test]
+    fn a_replay_cut_short_is_finished_from_its_stash() {
+        let wiring = Wiring::parse(WIRING).unwrap();
+        let first = choose(&wiring, &order(), Some("validator"), "export", &kept()).unwrap();
+        let cleared = BTreeMap::new();
+        assert!(choose(&wiring, &order(), Some("validator"), "export", &cleared).is_err());
+
+        let mut left = cleared.clone();
+        add_stashed(&mut left, first.resend.clone(), "runs/2024-05-01/r1/replay.json");
+        let again = choose(&wiring, &order(), Some("validator"), "export", &left).unwrap();
+        assert_eq!(again.resend, first.resend);
+
+        // Markers the first attempt had not cleared yet are not sent twice.
+        let mut both = kept();
+        add_stashed(&mut both, first.resend.clone(), "runs/2024-05-01/r1/replay.json");
+        let again = choose(&wiring, &order(), Some("validator"), "export", &both).unwrap();
+        assert_eq!(again.resend, first.resend);
     }
 
     #[test]
