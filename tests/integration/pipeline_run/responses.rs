@@ -316,6 +316,21 @@ fn a_replay_from_the_exporter_exports_the_run_again_and_imports_nothing() {
     );
     assert_eq!(export(&result).trim(), "1", "a dry run clears nothing");
 
+    // What a replay cut short leaves: `runs` says so, and the replay run again finishes it.
+    let unfinished = || {
+        let runs = stack.json(&["runs", "--json"]);
+        let run = (runs.as_array().unwrap().iter())
+            .find(|r| r["run_id"] == run_id)
+            .cloned()
+            .unwrap_or_else(|| panic!("{run_id} is not listed: {runs:#}"));
+        run["replay_unfinished"].as_bool().unwrap()
+    };
+    assert!(!unfinished());
+    export(&format!(
+        "s3.put_object(Bucket=bucket, Key='runs/2026-11-12/{run_id}/replay.json', Body=b'[]')"
+    ));
+    assert!(unfinished());
+
     assert_ok(
         &stack.xtask(&args),
         "cargo xtask replay --from-step exporter",
@@ -324,6 +339,7 @@ fn a_replay_from_the_exporter_exports_the_run_again_and_imports_nothing() {
     assert_eq!(settled["status"], "complete", "{settled:#}");
 
     assert_eq!(export(listed).trim(), "1", "the export is back");
+    assert!(!unfinished(), "the finished replay removed its stash");
     let after = (emulator_status(&stack), stack.json(&["local", "qualtrics"]));
     let delta = |step: &str, counter: &str| {
         function(&after.0, step)[counter].as_u64().unwrap()

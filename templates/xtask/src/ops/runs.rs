@@ -17,6 +17,8 @@ struct RunState {
     batches: Option<u64>,
     batches_imported: u64,
     steps: BTreeMap<String, String>,
+    /// A `replay --from-step` was cut short after clearing: run it again to finish it.
+    replay_unfinished: bool,
 }
 
 pub fn runs(args: Runs) -> Result<()> {
@@ -63,6 +65,7 @@ pub fn runs(args: Runs) -> Result<()> {
                 batches: manifest.as_ref().map(|m| m.batches),
                 batches_imported: imported,
                 steps,
+                replay_unfinished: files.iter().any(|f| f == "replay.json"),
             });
         }
         if args.json {
@@ -75,12 +78,15 @@ pub fn runs(args: Runs) -> Result<()> {
         );
         for s in &states {
             let opt = |v: Option<u64>| v.map_or("-".to_owned(), |v| v.to_string());
-            let steps: Vec<String> = s
+            let mut steps: Vec<String> = s
                 .steps
                 .iter()
                 .filter(|(_, v)| *v != "-")
                 .map(|(k, v)| format!("{k}:{v}"))
                 .collect();
+            if s.replay_unfinished {
+                steps.push("(replay cut short: run it again)".to_owned());
+            }
             println!(
                 "{:<10}  {:<36}  {:>8}  {:>8}  {:>9}  {}",
                 s.logical_date,
