@@ -325,8 +325,12 @@ pub(super) async fn clear(env: &Env, raw: &RawRun, plan: &Plan) -> Result<()> {
             }
         }
         if !markers.is_empty() {
-            for key in env.list(&format!("runs/{}/{}/{step}/", raw.date, raw.run)).await? {
-                env.delete(&key).await?;
+            // The markers go last: a replay cut short before then finds them again and
+            // clears the rest (a stored result) on its next try.
+            let state = env.list(&format!("runs/{}/{}/{step}/", raw.date, raw.run)).await?;
+            let (marks, rest): (Vec<_>, Vec<_>) = state.iter().partition(|k| markers.contains(k));
+            for key in rest.into_iter().chain(marks) {
+                env.delete(key).await?;
             }
             reset.push(step.as_str());
         }
