@@ -214,6 +214,12 @@ struct RawRun {
     key: String,
 }
 
+impl RawRun {
+    fn id(&self) -> RunId {
+        RunId::new(self.run.clone())
+    }
+}
+
 /// The runs whose raw data is filed under `date`.
 async fn raw_runs(env: &Env, date: LogicalDate) -> Result<Vec<RawRun>> {
     let prefix = format!("raw/{date}/");
@@ -275,7 +281,7 @@ async fn replay_run(env: &Env, raw: &RawRun, from_step: Option<&str>, dry_run: b
             env.outputs.input.as_ref().context("this pipeline has no input step to replay into")?;
         let envelope = Envelope::new(
             env.outputs.pipeline.clone(),
-            RunId::new(raw.run.clone()),
+            raw.id(),
             raw.date,
             input.step.clone(),
             format!("replay-{stamp}"),

@@ -26,7 +26,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::{Context, Result, bail};
 use etlgen_runtime::envelope::Envelope;
-use etlgen_runtime::kinds::{RunManifest, input_marker_prefix};
+use etlgen_runtime::kinds::{RunManifest, input_marker_prefix, manifest_key};
+use etlgen_runtime::zones::run_state;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -252,12 +253,13 @@ impl Plan {
 }
 
 fn stash_key(raw: &RawRun) -> String {
-    format!("runs/{}/{}/replay.json", raw.date, raw.run)
+    run_state(raw.date, &raw.id(), "replay.json")
 }
 
 /// Works out the replay of `raw` from `from` from what the run has left in the data bucket.
 pub(super) async fn plan(env: &Env, raw: &RawRun, from: &str) -> Result<Plan> {
-    let manifest_key = format!("runs/{}/{}/manifest.json", raw.date, raw.run);
+    let run = raw.id();
+    let manifest_key = manifest_key(raw.date, &run);
     let manifest: RunManifest = match env.read(&manifest_key).await? {
         Some(bytes) => {
             serde_json::from_slice(&bytes).with_context(|| format!("reading {manifest_key}"))?
@@ -265,7 +267,6 @@ pub(super) async fn plan(env: &Env, raw: &RawRun, from: &str) -> Result<Plan> {
         None => bail!("run {} has no manifest yet: replay it without --from-step", raw.run),
     };
     let wiring = Wiring::parse(CONFIG)?;
-    let run = etlgen_runtime::RunId::new(raw.run.clone());
     let mut kept = BTreeMap::new();
     for step in &env.outputs.step_order {
         let mut inputs = Vec::new();
@@ -298,7 +299,7 @@ pub(super) async fn clear(env: &Env, raw: &RawRun, plan: &Plan) -> Result<()> {
         env.put(&stash_key(raw), serde_json::to_vec(&plan.resend)?).await?;
     }
     let wiring = Wiring::parse(CONFIG)?;
-    let run = etlgen_runtime::RunId::new(raw.run.clone());
+    let run = raw.id();
     let (mut entries, mut reset) = (0, Vec::new());
     for step in &plan.steps {
         let producers = wiring.producers(step);
@@ -327,7 +328,7 @@ pub(super) async fn clear(env: &Env, raw: &RawRun, plan: &Plan) -> Result<()> {
         if !markers.is_empty() {
             // The markers go last: a replay cut short before then finds them again and
             // clears the rest (a stored result) on its next try.
-            let state = env.list(&format!("runs/{}/{}/{step}/", raw.date, raw.run)).await?;
+            let state = env.list(&run_state(raw.date, &run, &format!("{step}/"))).await?;
             let (marks, rest): (Vec<_>, Vec<_>) = state.iter().partition(|k| markers.contains(k));
             for key in rest.into_iter().chain(marks) {
                 env.delete(key).await?;
