@@ -15,9 +15,11 @@
 //!
 //! With `--tls`, the Secrets Manager stub speaks HTTPS with the given certificate (a leaf,
 //! not a CA, for `IP:127.0.0.1`), so the measured start-up includes a real TLS handshake and
-//! certificate check. The Lambda trusts it through `SSL_CERT_FILE`: a copy of this process's
-//! `SSL_CERT_FILE` (which must be set) with the certificate appended, so the trust store
-//! it reads is the machine's, one certificate longer. Build the Lambda as a generated
+//! certificate check. The Lambda trusts it through `ETL__TLS__EXTRA_CA_FILE`, on top of its
+//! default store, the bundled roots. With `ETL__TLS__ROOTS=platform` in this process's
+//! environment (the Lambda inherits it) the Lambda reads the machine's store instead, and
+//! `SSL_CERT_FILE` is then a copy of this process's (which must then be set) with the
+//! certificate appended, so that store is the machine's, one certificate longer. Build the Lambda as a generated
 //! repository does (`AWS_LC_SYS_NO_JITTER_ENTROPY=1`, which this workspace's
 //! `.cargo/config.toml` sets too): with CPU-jitter entropy, aws-lc spends tens of
 //! milliseconds seeding its generator before the first handshake. `BENCH_STARTUP_LOGS=1`
@@ -101,9 +103,11 @@ async fn answer_secrets(mut socket: impl AsyncRead + AsyncWrite + Unpin) -> std:
     }
 }
 
-/// The stub's TLS: its acceptor, and the trust bundle that makes the Lambda accept it.
+/// The stub's TLS: its acceptor, its certificate's file, and the platform trust bundle that
+/// holds it.
 struct Tls {
     acceptor: TlsAcceptor,
+    cert: String,
     bundle: tempfile::NamedTempFile,
 }
 
@@ -118,15 +122,25 @@ fn tls(cert: &str, key: &str) -> Result<Tls, etlgen_runtime::Error> {
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
         .with_single_cert(chain, key)?;
-    let base = std::env::var("SSL_CERT_FILE")
-        .map_err(|_| "--tls needs SSL_CERT_FILE: the system's CA bundle, to extend")?;
+    // Read only by a Lambda told `ETL__TLS__ROOTS=platform`.
+    let platform = std::env::var("ETL__TLS__ROOTS").is_ok_and(|roots| roots == "platform");
     let mut bundle = tempfile::NamedTempFile::new()?;
-    let mut text = std::fs::read(&base).map_err(|e| format!("{base}: {e}"))?;
+    let mut text = match platform {
+        true => {
+            let base = std::env::var("SSL_CERT_FILE").map_err(|_| {
+                "--tls with ETL__TLS__ROOTS=platform needs SSL_CERT_FILE: the system's CA \
+                 bundle, to extend"
+            })?;
+            std::fs::read(&base).map_err(|e| format!("{base}: {e}"))?
+        }
+        false => Vec::new(),
+    };
     text.push(b'\n');
     text.extend(std::fs::read(cert).map_err(|e| format!("{cert}: {e}"))?);
     std::io::Write::write_all(&mut bundle, &text)?;
     Ok(Tls {
         acceptor: TlsAcceptor::from(Arc::new(config)),
+        cert: cert.to_owned(),
         bundle,
     })
 }
@@ -195,6 +209,10 @@ fn main() -> Result<(), etlgen_runtime::Error> {
                 .env("ETL__SFTP__SECRET_ID", "bench/sftp")
                 .env("ETL__SFTP__HOST_KEY_SHA256", "SHA256:bench")
                 .envs(tls.as_ref().map(|tls| ("SSL_CERT_FILE", tls.bundle.path())))
+                .envs(
+                    tls.as_ref()
+                        .map(|tls| ("ETL__TLS__EXTRA_CA_FILE", &tls.cert)),
+                )
                 .stdout(output())
                 .stderr(output())
                 .spawn()?;

@@ -4,7 +4,7 @@
 //! `endpoint_url` so the same binary runs against a local emulator such as moto), fetches the
 //! Qualtrics and SFTP secrets once (only those the step needs), and returns the [`Services`]
 //! a step uses for its whole life. The SDK clients and the Qualtrics client share one HTTPS
-//! client ([`http`]).
+//! client ([`http`]), which trusts the roots `[tls]` names ([`trust`]).
 
 use std::sync::Arc;
 
@@ -24,7 +24,8 @@ use crate::qualtrics;
 
 pub mod http;
 mod multipart;
-pub use http::{https_client, sdk_defaults};
+pub mod trust;
+pub use http::{https_client, https_client_trusting, sdk_defaults};
 pub use multipart::PART_SIZE;
 
 /// Which ports a step needs beyond S3, SQS and SNS (see `Step::USES_QUALTRICS`).
@@ -39,7 +40,7 @@ pub struct Needs {
 /// Builds every port from configuration. Called once per cold start; only the secrets the
 /// step needs are fetched.
 pub async fn services(config: &Config, needs: Needs) -> Result<Services, crate::Error> {
-    let http = https_client()?;
+    let http = https_client_trusting(&config.tls)?;
     let mut loader = sdk_defaults(&http);
     if let Some(region) = &config.aws.region {
         loader = loader.region(aws_config::Region::new(region.clone()));

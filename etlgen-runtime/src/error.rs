@@ -117,6 +117,37 @@ impl StepError {
     pub fn retry_after(&self) -> Option<Duration> {
         self.retry_after
     }
+
+    /// The error and each error that caused it, for a log line: see [`chain`].
+    pub fn chain(&self) -> impl std::fmt::Display + '_ {
+        chain(self)
+    }
+}
+
+/// `error` and each error that caused it, `: `-separated, for a log line. A failure on the
+/// wire says why only in its causes (an AWS SDK error's message is "dispatch failure"; the
+/// refused certificate or reset connection is further down). A cause whose text the line
+/// already holds is left out.
+pub fn chain<'a>(error: &'a (dyn std::error::Error + 'static)) -> impl std::fmt::Display + 'a {
+    Chain(error)
+}
+
+struct Chain<'a>(&'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut line = self.0.to_string();
+        let mut next = self.0.source();
+        while let Some(cause) = next {
+            let text = cause.to_string();
+            if !line.contains(&text) {
+                line.push_str(": ");
+                line.push_str(&text);
+            }
+            next = cause.source();
+        }
+        f.write_str(&line)
+    }
 }
 
 /// True for the statuses worth retrying: 408 (timeout), 429 (throttled) and every 5xx.
@@ -176,6 +207,28 @@ mod tests {
         assert_eq!(p.class(), ErrorClass::Permanent);
         assert_eq!(p.message(), "bad email");
         assert!(std::error::Error::source(&p).is_some());
+    }
+
+    #[test]
+    fn the_chain_shows_every_cause_once() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("dispatch failure")]
+        struct Dispatch(#[source] std::io::Error);
+        let e = StepError::retryable("GetObject s3://b/k").with_source(Dispatch(
+            std::io::Error::other("invalid peer certificate: UnknownIssuer"),
+        ));
+        assert_eq!(
+            e.chain().to_string(),
+            "retryable error: GetObject s3://b/k: dispatch failure: invalid peer certificate: \
+             UnknownIssuer"
+        );
+        let json = serde_json::from_str::<u8>("x").unwrap_err();
+        let e = StepError::from(json);
+        assert_eq!(
+            e.chain().to_string(),
+            e.to_string(),
+            "the cause is in the message"
+        );
     }
 
     #[test]

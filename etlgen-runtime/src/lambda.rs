@@ -44,7 +44,7 @@ pub fn run<S: Step>(step_name: &str, sources: &ConfigSources) -> Result<(), crat
         let runner = match init::<S>(step_name, sources).await {
             Ok(runner) => runner,
             Err(e) => {
-                tracing::error!(error = %e, step = step_name, "cold start failed");
+                tracing::error!(error = %crate::error::chain(e.as_ref()), step = step_name, "cold start failed");
                 return Err(e);
             }
         };

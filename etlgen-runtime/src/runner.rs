@@ -110,7 +110,7 @@ impl<S: Step> Runner<S> {
             let result = self.process_message(&msg).await;
             match &result {
                 Ok(()) => tracing::info!("message done"),
-                Err(e) => tracing::warn!(error = %e, "message failed; it will be retried"),
+                Err(e) => tracing::warn!(error = %e.chain(), "message failed; it will be retried"),
             }
             result
         }
@@ -192,7 +192,7 @@ impl<S: Step> Runner<S> {
         cx: &StepContext,
     ) -> Result<(), StepError> {
         let key = self.rejected_key(input);
-        tracing::warn!(error = %e, report = %key, "record rejected permanently");
+        tracing::warn!(error = %e.chain(), report = %key, "record rejected permanently");
         self.write_report(&key, msg, e).await?;
         // Failing to tell fails the message; its redelivery finds the report and only tells.
         crate::kinds::notifier::tell_failure(cx, input, &e.to_string(), &key).await
@@ -210,7 +210,7 @@ impl<S: Step> Runner<S> {
 
     async fn reject_unparsed(&self, msg: &Message<'_>, e: &StepError) -> Result<(), StepError> {
         let key = zones::unparsed(&self.step_name, &zones::file_name(msg.id));
-        tracing::warn!(error = %e, report = %key, "message rejected: not a valid envelope");
+        tracing::warn!(error = %e.chain(), report = %key, "message rejected: not a valid envelope");
         self.write_report(&key, msg, e).await
     }
 

@@ -599,9 +599,9 @@ fn the_runbook_covers_alarms_redrive_replay_backfill_and_deploys() {
         // WARN, and a timeout leaves only Lambda's own line.
         let runner =
             String::from_utf8(tree["vendor/etlgen-runtime/src/runner.rs"].clone()).unwrap();
-        assert!(
-            runner.contains(r#"tracing::warn!(error = %e, "message failed; it will be retried")"#)
-        );
+        assert!(runner.contains(
+            r#"tracing::warn!(error = %e.chain(), "message failed; it will be retried")"#
+        ));
         assert!(
             runbook.contains(r#"--filter-pattern '?WARN ?ERROR ?"Task timed out"'"#),
             "{client}: the log search misses retried failures"

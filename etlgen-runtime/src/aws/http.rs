@@ -1,13 +1,14 @@
 //! One HTTPS client per process, shared by the AWS SDK and the Qualtrics client.
 //!
-//! Building a TLS client reads the machine's trust store: the CA bundle, and every file in
-//! `SSL_CERT_DIR` when it is set. With the SDK's own HTTP client and reqwest side by side, a
-//! Qualtrics step read it twice at cold start, and those reads were most of its start-up
-//! (`docs/benchmarks.md`). So the SDK sends its requests through the same reqwest client
-//! instead: [`https_client`] builds it once, [`SdkHttpClient`] adapts it to the SDK's
-//! [`HttpClient`] trait, and [`sdk_defaults`] is `aws_config::defaults` wired to it. The SDK
-//! still signs, retries and times out its calls; only the bytes on the wire go through
-//! reqwest (hyper and rustls, with the platform's roots, as before).
+//! Building a TLS client sets up its trust store, which with the platform's store means
+//! reading the CA bundle, and every file in `SSL_CERT_DIR` when it is set. With the SDK's own
+//! HTTP client and reqwest side by side, a Qualtrics step did that twice at cold start, and
+//! those reads were most of its start-up (`docs/benchmarks.md`). So the SDK sends its
+//! requests through the same reqwest client instead: [`https_client_trusting`] builds a
+//! step's once (and [`super::trust`] now spares it the read), [`SdkHttpClient`] adapts it
+//! to the SDK's [`HttpClient`] trait, and [`sdk_defaults`] is `aws_config::defaults` wired
+//! to it. The SDK still signs, retries and times out its calls; only the bytes on the wire
+//! go through reqwest (hyper and rustls, trusting the roots `[tls]` names).
 //!
 //! What the SDK's own client did that this one does not: after a 5xx it marked the
 //! connection so the retry opened a new one (its connection-poisoning interceptor needs a
@@ -32,23 +33,40 @@ use aws_smithy_runtime_api::client::result::ConnectorError;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::body::SdkBody;
 
+use super::trust::{self, TrustError};
+use crate::config::TlsConfig;
+
 /// How long a connection may take to open: the AWS SDK's own default.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(3100);
 
-/// Builds the process's HTTPS client: rustls with the platform's trust store, HTTP/1.1,
+/// Builds a tool's HTTPS client: rustls with the platform's trust store, HTTP/1.1,
 /// connections pooled, redirects not followed, no proxy, [`CONNECT_TIMEOUT`] to connect.
 ///
 /// `HTTPS_PROXY` and its kin are ignored, as the SDK's own client ignored them: an AWS call
 /// from a VPC goes to its endpoints, not through an egress proxy, and a local run's calls to
 /// loopback never leave the machine.
 ///
-/// Build it once at cold start and clone it (a clone shares the pool and the trust store).
+/// For tools on an engineer's machine (the xtask, the local stack), whose platform store
+/// holds any corporate CA. A step builds its client with [`https_client_trusting`].
+/// Build it once and clone it (a clone shares the pool and the trust store).
 pub fn https_client() -> Result<reqwest::Client, reqwest::Error> {
+    builder().build()
+}
+
+/// Builds a step's HTTPS client, trusting what `[tls]` says (by default Mozilla's roots,
+/// compiled in; see [`super::trust`]), otherwise as [`https_client`]. Built once at cold
+/// start, shared by the AWS SDK and the Qualtrics client.
+pub fn https_client_trusting(tls: &TlsConfig) -> Result<reqwest::Client, TrustError> {
+    trust::trusting(builder(), tls)?
+        .build()
+        .map_err(|e| TrustError::Client(e.into()))
+}
+
+fn builder() -> reqwest::ClientBuilder {
     reqwest::Client::builder()
         .connect_timeout(CONNECT_TIMEOUT)
         .redirect(reqwest::redirect::Policy::none())
         .no_proxy()
-        .build()
 }
 
 /// `aws_config::defaults` at the latest behaviour version, sending through `http`.
@@ -152,10 +170,18 @@ fn connector_error(e: reqwest::Error) -> ConnectorError {
         ConnectorError::timeout(e.into())
     } else if e.is_builder() || e.is_body() {
         ConnectorError::user(e.into())
+    } else if trust::is_untrusted_issuer(&e) {
+        ConnectorError::io(UntrustedIssuer(e).into())
     } else {
         ConnectorError::io(e.into())
     }
 }
+
+/// A transport error caused by a certificate from an untrusted issuer, saying what to
+/// configure.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", trust::UNTRUSTED_CERTIFICATE)]
+pub struct UntrustedIssuer(#[source] pub reqwest::Error);
 
 #[cfg(test)]
 mod tests {

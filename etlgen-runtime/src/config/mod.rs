@@ -35,6 +35,10 @@
 //! endpoint_url = "http://127.0.0.1:5055"  # optional; an emulator such as moto
 //! force_path_style = false          # S3 path-style addressing (emulators)
 //!
+//! [tls]                             # which certificate authorities HTTPS trusts
+//! roots = "bundled"                 # Mozilla's, compiled in; or "platform" (the OS store)
+//! extra_ca_file = "/opt/ca.pem"     # optional; PEM certificates trusted besides `roots`
+//!
 //! [qualtrics]                       # optional; only steps that call Qualtrics need it
 //! datacenter = "fra1"               # https://fra1.qualtrics.com/API/v3/
 //! base_url = "http://127.0.0.1:9000/API/v3/"  # optional; overrides the datacenter URL
@@ -222,6 +226,9 @@ pub struct Config {
     /// AWS SDK overrides.
     #[serde(default)]
     pub aws: AwsConfig,
+    /// Which certificate authorities the HTTPS client trusts.
+    #[serde(default)]
+    pub tls: TlsConfig,
     /// The Qualtrics API client; absent for steps that never call it.
     #[serde(default)]
     pub qualtrics: Option<QualtricsConfig>,
@@ -285,6 +292,32 @@ pub struct AwsConfig {
     pub endpoint_url: Option<String>,
     /// S3 path-style addressing, which emulators need.
     pub force_path_style: bool,
+}
+
+/// `[tls]`: which certificate authorities the step's HTTPS client trusts (AWS and Qualtrics
+/// alike; see `aws::trust`). A misspelt key is an error, not a setting silently ignored.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The trust store.
+    pub roots: TrustRoots,
+    /// A PEM file of CA certificates trusted besides [`TlsConfig::roots`]: a private CA, or
+    /// the one a TLS-inspecting egress firewall signs with. Give an absolute path (a
+    /// Lambda layer's files are under `/opt`).
+    pub extra_ca_file: Option<std::path::PathBuf>,
+}
+
+/// `[tls] roots`: where the trusted root certificates come from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TrustRoots {
+    /// Mozilla's root certificates, compiled into the binary (the `webpki-roots` crate): no
+    /// file is read at cold start, and every environment trusts the same roots.
+    #[default]
+    Bundled,
+    /// The platform's store, read at cold start: `SSL_CERT_FILE` and `SSL_CERT_DIR` when set,
+    /// else the distribution's bundle (`rustls-native-certs`).
+    Platform,
 }
 
 /// How the Qualtrics client authenticates.
@@ -588,6 +621,43 @@ mod tests {
             "{err}"
         );
         assert!(sources.load_files("prod").is_ok(), "prod may name itself");
+    }
+
+    #[test]
+    #[allow(
+        clippy::result_large_err,
+        reason = "figment::Jail's closure type is fixed"
+    )]
+    fn tls_trusts_the_bundled_roots_unless_told_otherwise() {
+        let base = "[pipeline]\nname='p'\ndata_bucket='b'\n";
+        let default = Config::from_toml("dev", base).unwrap();
+        assert_eq!(default.tls.roots, TrustRoots::Bundled);
+        assert_eq!(default.tls.extra_ca_file, None);
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("ETL__TLS__ROOTS", "platform");
+            jail.set_env("ETL__TLS__EXTRA_CA_FILE", "/opt/ca.pem");
+            jail.set_env("ETL_ENV", "dev");
+            let config = SOURCES.load().map_err(|e| e.to_string())?;
+            assert_eq!(config.tls.roots, TrustRoots::Platform);
+            assert_eq!(
+                config.tls.extra_ca_file.as_deref(),
+                Some(std::path::Path::new("/opt/ca.pem"))
+            );
+            Ok(())
+        });
+        let err = Config::from_toml("dev", &format!("{base}[tls]\nroots='system'\n")).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("tls.roots") && text.contains("bundled") && text.contains("platform"),
+            "{text}"
+        );
+        let err =
+            Config::from_toml("dev", &format!("{base}[tls]\nextra_ca='/ca.pem'\n")).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("extra_ca") && text.contains("extra_ca_file") && text.contains("tls"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -68,14 +68,15 @@ struct TokenResponse {
 
 impl Client {
     /// Builds the client from `[qualtrics]` and the secret's value, with an HTTPS client of
-    /// its own ([`crate::aws::https_client`]).
+    /// its own ([`crate::aws::https_client`], the platform's trust store: `[tls]` is not
+    /// read). A step's is built by [`crate::aws::services`], with [`Client::with_http`].
     pub fn new(config: &QualtricsConfig, secret: &str) -> Result<Self, crate::Error> {
         Self::with_http(config, secret, crate::aws::https_client()?)
     }
 
     /// Builds the client from `[qualtrics]` and the secret's value, sending through `http`
     /// (a step shares the one its AWS clients use). Build `http` with
-    /// [`crate::aws::https_client`], which follows no redirect, so `X-API-TOKEN` only ever
+    /// [`crate::aws::https_client_trusting`] (or `https_client`), which follows no redirect, so `X-API-TOKEN` only ever
     /// goes to the datacenter's host (see [`crate::aws::http`]).
     pub fn with_http(
         config: &QualtricsConfig,
@@ -467,6 +468,9 @@ fn transport_error(e: reqwest::Error) -> StepError {
         StepError::timeout(e.to_string()).with_source(e)
     } else if e.is_decode() || e.is_builder() {
         StepError::permanent(e.to_string()).with_source(e)
+    } else if crate::aws::trust::is_untrusted_issuer(&e) {
+        let hint = crate::aws::trust::UNTRUSTED_CERTIFICATE;
+        StepError::retryable(format!("transport error: {e}: {hint}")).with_source(e)
     } else {
         StepError::retryable(format!("transport error: {e}")).with_source(e)
     }
