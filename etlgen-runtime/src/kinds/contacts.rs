@@ -434,7 +434,7 @@ impl<H: Hooks + Default> Step for ContactImporter<H> {
         let list = self.mailing_list(input, cx).await?;
         match self.import(input, &list, cx).await {
             Err(rejected) if !rejected.is_retryable() => {
-                tracing::warn!(error = %rejected, "batch rejected; it counts as done, all its contacts failed, so the run goes on");
+                tracing::warn!(error = %rejected.chain(), "batch rejected; it counts as done, all its contacts failed, so the run goes on");
                 let counted = ContactsImported {
                     mailing_list_id: list,
                     import_id: String::new(),

@@ -304,7 +304,7 @@ impl<H: Hooks> Exporter<H> {
         let file = match resumed.and_then(|started| started.progress_id) {
             Some(progress_id) => match self.file(&progress_id, cx).await {
                 Err(e) if !e.is_retryable() => {
-                    tracing::warn!(%progress_id, error = %e, "the export a delivery started, or its file, is gone or failed: starting another");
+                    tracing::warn!(%progress_id, error = %e.chain(), "the export a delivery started, or its file, is gone or failed: starting another");
                     self.start(input, cx, state).await?
                 }
                 fetched => fetched?,

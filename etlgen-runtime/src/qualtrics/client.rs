@@ -390,7 +390,7 @@ impl Client {
                 }
             })
             .notify(|failed, delay| {
-                tracing::warn!(error = %failed.error, ?delay, "qualtrics call will be retried");
+                tracing::warn!(error = %failed.error.chain(), ?delay, "qualtrics call will be retried");
             })
             .await
             .map_err(|failed| failed.error)

@@ -252,7 +252,7 @@ impl<H: Hooks + Default> Step for SftpPoller<H> {
             }
             selected += 1;
             if let Err(e) = self.copy(&file, tick, cx, &bucket).await {
-                tracing::warn!(remote = %file.path, error = %e, "not copied; copying the others");
+                tracing::warn!(remote = %file.path, error = %e.chain(), "not copied; copying the others");
                 failed.push((file.path, e));
             }
         }
