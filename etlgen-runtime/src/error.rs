@@ -127,7 +127,8 @@ impl StepError {
 /// `error` and each error that caused it, `: `-separated, for a log line. A failure on the
 /// wire says why only in its causes (an AWS SDK error's message is "dispatch failure"; the
 /// refused certificate or reset connection is further down). A cause whose text the line
-/// already holds is left out.
+/// already holds is left out, which anyhow's `{:#}` does not do (and the runtime has no
+/// other use for anyhow): the Qualtrics client's messages repeat reqwest's.
 pub fn chain<'a>(error: &'a (dyn std::error::Error + 'static)) -> impl std::fmt::Display + 'a {
     Chain(error)
 }
