@@ -2,6 +2,7 @@
 //! the error says what to configure, also at cold start; `extra_ca_file` is trusted with
 //! either store; a bad file fails the cold start with its path.
 
+use std::ffi::OsStr;
 use std::sync::Arc;
 
 use etlgen_runtime::aws::trust::{self, TrustError, UNTRUSTED_CERTIFICATE};
@@ -153,7 +154,7 @@ const CHILD: &str = "ETLGEN_TRUST_TEST_CHILD";
 /// Runs `test` again in a child process of this test binary with `envs` set, and checks that
 /// it passed there; true in the child, which then runs the test's body. Environment variables
 /// are the process's, so a test that needs some set runs in a process of its own.
-fn in_child(test: &str, envs: &[(&str, &std::path::Path)]) -> bool {
+fn in_child(test: &str, envs: &[(&str, &OsStr)]) -> bool {
     if std::env::var_os(CHILD).is_some() {
         return true;
     }
@@ -178,8 +179,8 @@ fn in_child(test: &str, envs: &[(&str, &std::path::Path)]) -> bool {
 async fn only_the_platform_store_reads_ssl_cert_file() {
     let empty = tempfile::tempdir().unwrap();
     let envs = [
-        ("SSL_CERT_FILE", std::path::Path::new(CERT)),
-        ("SSL_CERT_DIR", empty.path()),
+        ("SSL_CERT_FILE", OsStr::new(CERT)),
+        ("SSL_CERT_DIR", empty.path().as_os_str()),
     ];
     if !in_child("only_the_platform_store_reads_ssl_cert_file", &envs) {
         return;
@@ -285,14 +286,14 @@ async fn a_bad_extra_ca_file_fails_the_cold_start() {
 async fn an_untrusted_secrets_endpoint_fails_the_cold_start_with_the_advice() {
     // `services` takes credentials from the environment, as a Lambda does: a child process
     // gets fixed ones, and no profile or instance metadata to look for.
-    let none = std::path::Path::new("/nonexistent");
     let envs = [
-        ("AWS_ACCESS_KEY_ID", std::path::Path::new("key")),
-        ("AWS_SECRET_ACCESS_KEY", std::path::Path::new("secret")),
-        ("AWS_EC2_METADATA_DISABLED", std::path::Path::new("true")),
-        ("AWS_CONFIG_FILE", none),
-        ("AWS_SHARED_CREDENTIALS_FILE", none),
-    ];
+        ("AWS_ACCESS_KEY_ID", "key"),
+        ("AWS_SECRET_ACCESS_KEY", "secret"),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+        ("AWS_CONFIG_FILE", "/nonexistent"),
+        ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent"),
+    ]
+    .map(|(name, value)| (name, OsStr::new(value)));
     if !in_child(
         "an_untrusted_secrets_endpoint_fails_the_cold_start_with_the_advice",
         &envs,
