@@ -154,7 +154,7 @@ pub struct StepSettings {
     pub timeout_seconds: u32,
     /// Lambda memory.
     pub memory_mb: u32,
-    /// Lambda ephemeral storage (`/tmp`), where the validator's dedup spills past its
+    /// Lambda ephemeral storage (`/tmp`), where the validator's dedup writes past its
     /// memory; AWS's 512 MB unless a kind needs more.
     #[serde(default = "default_ephemeral_storage_mb")]
     pub ephemeral_storage_mb: u32,

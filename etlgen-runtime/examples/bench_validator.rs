@@ -219,7 +219,7 @@ fn main() -> Result<(), etlgen_runtime::Error> {
                 "validator-dedup" => toml.push_str("primary_key = \"id\"\n"),
                 "validator-dedup-email" => toml.push_str("primary_key = \"email\"\n"),
                 // No key held in memory: every row takes the path of a file whose keys
-                // outgrow the budget (a second read of the file, keys sorted on disk).
+                // outgrow the budget (a filter, and the rows it cannot decide held on disk).
                 "validator-dedup-disk" => {
                     toml.push_str("primary_key = \"email\"\ndedup_memory_kb = 0\n");
                 }

@@ -88,64 +88,6 @@ impl Plan {
     }
 }
 
-/// A CSV row's primary key as [`CompactBatch::check`] leaves it, worked out from the key
-/// column's declarations alone, for dedup's pass past its memory (see `collect`).
-///
-/// The checks and conversions of one column touch only its own cell, in the order of its
-/// declarations, so a row the full check accepts gives the very key the run inserts; a row
-/// whose key alone fails gives none, as the run rejects it.
-#[derive(Debug)]
-pub(super) struct KeyCheck {
-    declared: Vec<Column>,
-    /// The field the key is read from: the last of its name, as [`Plan`] reads it.
-    field: Option<usize>,
-    /// A plan of the key's column alone, so a row copies and checks one cell.
-    plan: Plan,
-    batch: CompactBatch,
-}
-
-impl KeyCheck {
-    pub(super) fn new<'h>(
-        header: impl IntoIterator<Item = &'h str>,
-        columns: &[Column],
-        primary_key: &str,
-    ) -> Self {
-        let declared: Vec<_> = (columns.iter())
-            .filter(|c| c.name == primary_key)
-            .cloned()
-            .collect();
-        let field = (header.into_iter().enumerate())
-            .filter(|&(_, name)| name == primary_key)
-            .last()
-            .map(|(field, _)| field);
-        let plan = Plan::new(field.map(|_| primary_key), &declared, Some(primary_key));
-        let batch = plan.batch();
-        Self {
-            declared,
-            field,
-            plan,
-            batch,
-        }
-    }
-
-    /// `with` the row's checked key, unless the key's own checks fail; the row's `text`
-    /// and `field`s as [`CompactBatch::push`] takes them.
-    pub(super) fn key<R>(
-        &mut self,
-        text: &str,
-        field: impl Fn(usize) -> Option<Range<usize>>,
-        with: impl FnOnce(Option<ValueRef<'_>>) -> R,
-    ) -> Option<R> {
-        let range = self.field.and_then(field).unwrap_or_default();
-        let key = text.get(range).unwrap_or_default();
-        self.batch.push(&self.plan, key, |_| Some(0..key.len()));
-        let checked = self.batch.check(&self.plan, &self.declared).is_ok();
-        let out = checked.then(|| with(self.batch.primary_key(&self.plan)));
-        self.batch.discard();
-        out
-    }
-}
-
 /// One value: a range of the batch's text, an integer whose text is its JSON, or a
 /// converted value.
 #[derive(Debug, Clone)]
@@ -452,7 +394,6 @@ mod tests {
         let columns = columns();
         let plan = Plan::new(&headers, &columns, Some("id"));
         let mut batch = plan.batch();
-        let mut keys = KeyCheck::new(&headers, &columns, "id");
         let mut expected = Vec::new();
         let mut reasons = Vec::new();
         for record in reader.records() {
@@ -465,7 +406,6 @@ mod tests {
             let want = schema::check_row(&mut row, &columns);
             batch.push(&plan, record.as_slice(), |field| record.range(field));
             assert_eq!(batch.pending_record(), row_as_read(&headers, &record));
-            let key = keys.key(record.as_slice(), |f| record.range(f), |k| format!("{k:?}"));
             let got = batch.check(&plan, &columns);
             assert_eq!(got, want);
             assert_eq!(batch.pending_record(), row);
@@ -477,7 +417,6 @@ mod tests {
                     batch.primary_key(&plan).map(ValueRef::to_value),
                     row.get("id").cloned()
                 );
-                assert_eq!(key, Some(format!("{:?}", batch.primary_key(&plan))));
                 batch.commit();
                 expected.push(row);
             }
@@ -501,46 +440,6 @@ mod tests {
             .zip(record)
             .map(|(h, v)| (h.to_owned(), Value::String(v.to_owned())))
             .collect()
-    }
-
-    /// The key alone, checked as the whole row checks it: the key column declared twice, a
-    /// header that names it twice (the last wins), or not at all.
-    #[test]
-    fn the_key_alone_is_the_key_the_row_check_leaves() {
-        // As declared in `columns`, and with the key optional.
-        let optional: Vec<Column> = (columns().into_iter())
-            .map(|column| Column {
-                required: false,
-                ..column
-            })
-            .collect();
-        for text in [
-            "email,id,id\na@b.co,1, 007 \na@b.co,2,x\na@b.co,3,\nnope,4,5\n",
-            "email,score\na@b.co,1\na@b.co,\n",
-            "id,email\n\u{a0}9\u{a0},a@b.co\n-0,a@b.co\n+3,a@b.co\n,a@b.co\n",
-        ] {
-            let mut accepted = 0;
-            for columns in [columns(), optional.clone()] {
-                let mut reader = csv::Reader::from_reader(text.as_bytes());
-                let headers = reader.headers().unwrap().clone();
-                let plan = Plan::new(&headers, &columns, Some("id"));
-                let mut batch = plan.batch();
-                let mut keys = KeyCheck::new(&headers, &columns, "id");
-                for record in reader.records() {
-                    let record = record.unwrap();
-                    let field = |f| record.range(f);
-                    let key = keys.key(record.as_slice(), field, |k| format!("{k:?}"));
-                    batch.push(&plan, record.as_slice(), field);
-                    if batch.check(&plan, &columns).is_ok() {
-                        accepted += 1;
-                        let want = format!("{:?}", batch.primary_key(&plan));
-                        assert_eq!(key.as_ref(), Some(&want), "{text:?}");
-                    }
-                    batch.discard();
-                }
-            }
-            assert!(accepted > 0, "{text:?}");
-        }
     }
 
     #[test]

@@ -8,15 +8,15 @@
 //! run manifest, *before* sending the last batch, so the fan-in downstream never depends on
 //! timing.
 
-mod collect;
+mod bloom;
 mod compact;
 mod defaults;
+mod deferred;
 mod hashes;
 pub mod read;
 mod run;
 pub mod schema;
 mod seen;
-mod spill;
 #[cfg(test)]
 mod tests;
 
@@ -56,12 +56,13 @@ pub struct Settings {
     /// The primary key column; rows repeating a key are rejected (the first is kept).
     /// A 64-bit hash is kept per distinct key, not the key.
     pub primary_key: Option<String>,
-    /// The memory for dedup's set of key hashes, in KiB. Past it, the rest of the file is
-    /// read once more to sort its keys' hashes on disk in `temp_dir` (16 bytes per row, and
-    /// 16 more per row whose hash another key has), with the same outcome; those sorts hold
-    /// the budget in memory, or 4 MiB if the budget is smaller.
+    /// The memory for dedup's set of key hashes, in KiB. Past it, a Bloom filter of the
+    /// same size (at least 4 MiB) takes over: the hash of each key it calls new goes to
+    /// `temp_dir` (8 bytes a row), and each row it may have seen waits there, as read, to
+    /// be decided exactly at the end of the file. The outcome is the same; the rows that
+    /// waited are sent or rejected after the others.
     pub dedup_memory_kb: usize,
-    /// Where dedup past `dedup_memory_kb` spills; the system temp directory (`/tmp` on
+    /// Where dedup past `dedup_memory_kb` writes; the system temp directory (`/tmp` on
     /// Lambda, its ephemeral storage) by default.
     pub temp_dir: Option<PathBuf>,
     /// Records per output batch, at most: a batch whose JSON is over SQS's message limit
@@ -281,8 +282,8 @@ impl<H: Hooks + Default> Step for Validator<H> {
     async fn process(&self, input: &Envelope<Source>, cx: &StepContext) -> Result<(), StepError> {
         let (raw_key, format) = store_raw(input, cx).await?;
         let mut rows = open_rows(cx, &raw_key, format).await?;
-        let seen = Seen::in_memory(self.dedup_memory());
-        let mut run = RunState::new(self, input, cx, seen, false, 0);
+        let seen = Seen::new(self.dedup_memory(), self.dedup_dir());
+        let mut run = RunState::new(self, input, cx, seen);
         loop {
             if let Some((headers, ahead)) = rows.fill_ahead().await {
                 run.warm(headers, ahead);
@@ -291,21 +292,20 @@ impl<H: Hooks + Default> Step for Validator<H> {
                 break;
             };
             run.raw_row(line, row).await?;
-            if run.seen_full() {
-                // Rows so far are decided and may be sent: find the repeated keys of the
-                // rest of the file, then go on from the next row of a fresh read.
-                let collecting = run.start_collecting(&self.dedup_dir(), self.sort_memory())?;
-                let (read, cells) = (run.rows_read(), run.row_hooks_default());
-                let raw = (&mut rows, raw_key.as_str(), format);
-                let repeats = self.repeats(input, cx, raw, collecting, read, cells);
-                run.look_up(repeats.await?);
-                rows = open_rows(cx, &raw_key, format).await?;
-                for _ in 0..read {
-                    next_row(&mut rows, &raw_key).await?;
-                }
-            }
         }
         run.finish().await
+    }
+}
+
+impl<H> Validator<H> {
+    /// Dedup's memory budget in bytes.
+    fn dedup_memory(&self) -> usize {
+        self.settings.dedup_memory_kb.saturating_mul(1 << 10)
+    }
+
+    /// Where dedup past its memory writes.
+    fn dedup_dir(&self) -> PathBuf {
+        (self.settings.temp_dir.clone()).unwrap_or_else(std::env::temp_dir)
     }
 }
 

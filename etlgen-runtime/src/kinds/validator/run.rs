@@ -2,14 +2,16 @@
 //!
 //! Kept apart from the step so the order the fan-in relies on (the manifest is written
 //! before the last batch leaves) and the switch between checking `Record`s and checking
-//! cells (see `compact`) read in one place. When a row hook is overridden, the same code
-//! runs the pass that only collects primary keys for dedup past its memory budget (`dry`),
-//! so that pass checks exactly the keys that the real pass checks (see `collect`).
+//! cells (see `compact`) read in one place. Rows that dedup past its memory budget leaves
+//! for later come back through the same code at the end of the file, decided (see `seen`),
+//! so they are checked, batched and reported as any other row.
 
 use super::compact::{CompactBatch, Payload, Plan};
 use super::defaults::{self, Hook, Known};
+use super::deferred::{Row, Waiting};
 use super::read::RawRow;
-use super::seen::{Repeats, Seen};
+use super::schema::ValueRef;
+use super::seen::{self, Seen, Verdict};
 use super::{Hooks, Source, Validator, batch_key};
 use crate::envelope::Envelope;
 use crate::error::StepError;
@@ -36,8 +38,9 @@ pub(super) struct RunState<'a, H> {
     /// Rows read so far, every row of the file counted (the row being checked is number
     /// `rows_read - 1`).
     rows_read: u64,
-    /// Sends and writes nothing: the pass that collects the keys.
-    dry: bool,
+    /// Dedup's verdict on the row being checked again, decided at the end of the file:
+    /// whether its key is repeated.
+    decided: Option<bool>,
     report: csv::Writer<Vec<u8>>,
     report_rows: usize,
     reports: u64,
@@ -49,8 +52,6 @@ impl<'a, H: Hooks> RunState<'a, H> {
         input: &'a Envelope<Source>,
         cx: &'a StepContext,
         seen: Seen,
-        dry: bool,
-        first_row: u64,
     ) -> Self {
         Self {
             step,
@@ -65,48 +66,12 @@ impl<'a, H: Hooks> RunState<'a, H> {
             valid: 0,
             rejected: 0,
             seen,
-            rows_read: first_row,
-            dry,
+            rows_read: 0,
+            decided: None,
             report: report_writer(),
             report_rows: 0,
             reports: 0,
         }
-    }
-
-    /// Whether dedup must go on from the keys collected by a pass of its own.
-    pub(super) fn seen_full(&self) -> bool {
-        self.step.settings.primary_key.is_some() && self.seen.full()
-    }
-
-    /// Rows read so far, every row of the file counted.
-    pub(super) fn rows_read(&self) -> u64 {
-        self.rows_read
-    }
-
-    /// Whether the row hooks are known to be the defaults, so a CSV row's key is checked
-    /// only by the declared columns.
-    pub(super) fn row_hooks_default(&self) -> bool {
-        self.known.row_hooks_default()
-    }
-
-    /// Starts the pass that collects the keys of the rows not read yet (see
-    /// `Seen::start_collecting`).
-    pub(super) fn start_collecting(
-        &mut self,
-        dir: &std::path::Path,
-        memory: usize,
-    ) -> Result<Seen, StepError> {
-        std::mem::take(&mut self.seen).start_collecting(dir, memory)
-    }
-
-    /// Goes on rejecting the keys that pass found repeated.
-    pub(super) fn look_up(&mut self, repeats: Repeats) {
-        self.seen.look_up(repeats);
-    }
-
-    /// The keys a dry pass collected.
-    pub(super) fn into_seen(self) -> Seen {
-        self.seen
     }
 
     /// Warms dedup's set with the keys of the rows read ahead, the next ones to be checked
@@ -132,7 +97,14 @@ impl<'a, H: Hooks> RunState<'a, H> {
         self.rows_read += 1;
         match row {
             RawRow::Csv { headers, record } => self.csv_row(line, headers, record).await,
-            other => self.row(line, other.into_record()).await,
+            RawRow::Record(record) => {
+                // As read, before any hook changes it, in case dedup leaves it for later.
+                let may_wait = self.step.settings.primary_key.is_some() && self.seen.may_wait();
+                let read = may_wait.then(|| record.clone());
+                self.row(line, Ok(record), read.as_ref().map(Waiting::Json))
+                    .await
+            }
+            other => self.row(line, other.into_record(), None).await,
         }
     }
 
@@ -156,7 +128,9 @@ impl<'a, H: Hooks> RunState<'a, H> {
         }
         let Some((plan, batch)) = &mut self.compact else {
             let row = RawRow::Csv { headers, record }.into_record();
-            return self.row(line, row).await;
+            return self
+                .row(line, row, Some(Waiting::Csv { headers, record }))
+                .await;
         };
         let settings = &self.step.settings;
         let batch_size = settings.batch_size.max(1);
@@ -164,10 +138,18 @@ impl<'a, H: Hooks> RunState<'a, H> {
         let mut checked = batch.check(plan, &settings.columns);
         if let (Ok(()), Some(column)) = (&checked, &settings.primary_key) {
             let (key, row) = (batch.primary_key(plan), self.rows_read - 1);
-            checked = if batch.key_as_read(plan) {
-                self.seen.insert_as_read(column, key, row)?
-            } else {
-                self.seen.insert(column, key, row)?
+            let verdict = match self.decided.take() {
+                Some(repeated) => decided(repeated, column, key),
+                None if batch.key_as_read(plan) => self.seen.insert_as_read(column, key, row)?,
+                None => self.seen.insert(column, key)?,
+            };
+            checked = match verdict {
+                Verdict::New => Ok(()),
+                Verdict::Repeated(reason) => Err(reason),
+                Verdict::Later(hash) => {
+                    batch.discard();
+                    return (self.seen).wait(hash, line, Waiting::Csv { headers, record });
+                }
             };
         }
         if let Err(reason) = checked {
@@ -183,10 +165,13 @@ impl<'a, H: Hooks> RunState<'a, H> {
         Ok(())
     }
 
+    /// A row as a `Record`; `read` is the row as read, kept while dedup may leave it for
+    /// later.
     pub(super) async fn row(
         &mut self,
         line: u64,
         row: Result<Record, String>,
+        read: Option<Waiting<'_>>,
     ) -> Result<(), StepError> {
         let hooks = &self.step.hooks;
         let mut row = match row {
@@ -198,7 +183,17 @@ impl<'a, H: Hooks> RunState<'a, H> {
         });
         self.known.validate_row = Some(default);
         let checked = match checked {
-            Ok(()) => self.dedup(&row)?,
+            Ok(()) => match self.dedup(&row)? {
+                Verdict::New => Ok(()),
+                Verdict::Repeated(reason) => Err(reason),
+                Verdict::Later(hash) => {
+                    let Some(read) = read else {
+                        let lost = "dedup: a row left for later was not kept as read";
+                        return Err(StepError::permanent(lost));
+                    };
+                    return self.seen.wait(hash, line, read);
+                }
+            },
             failed => failed,
         };
         if let Err(reason) = checked {
@@ -219,11 +214,15 @@ impl<'a, H: Hooks> RunState<'a, H> {
         Ok(())
     }
 
-    fn dedup(&mut self, row: &Record) -> Result<Result<(), String>, StepError> {
+    fn dedup(&mut self, row: &Record) -> Result<Verdict, StepError> {
         let Some(column) = &self.step.settings.primary_key else {
-            return Ok(Ok(()));
+            return Ok(Verdict::New);
         };
-        (self.seen).insert(column, row.get(column).map(Into::into), self.rows_read - 1)
+        let key = row.get(column).map(Into::into);
+        match self.decided.take() {
+            Some(repeated) => Ok(decided(repeated, column, key)),
+            None => self.seen.insert(column, key),
+        }
     }
 
     fn batch_len(&self) -> usize {
@@ -235,13 +234,6 @@ impl<'a, H: Hooks> RunState<'a, H> {
     async fn cut_batch(&mut self) -> Result<(), StepError> {
         self.batches += 1;
         let number = self.batches;
-        if self.dry {
-            self.batch.clear();
-            if let Some((_, batch)) = &mut self.compact {
-                batch.take();
-            }
-            return Ok(());
-        }
         let records = match &mut self.compact {
             Some((_, batch)) if batch.len() > 0 => {
                 let batch = batch.take();
@@ -282,9 +274,6 @@ impl<'a, H: Hooks> RunState<'a, H> {
         reason: &str,
         row: Option<&Record>,
     ) -> Result<(), StepError> {
-        if self.dry {
-            return Ok(());
-        }
         self.rejected += 1;
         self.report_rows += 1;
         let record = row
@@ -326,7 +315,32 @@ impl<'a, H: Hooks> RunState<'a, H> {
         )
     }
 
+    /// Checks again the rows dedup left for later, now decided, in row order.
+    async fn decided_rows(&mut self) -> Result<(), StepError> {
+        let Some(mut decisions) = self.seen.decisions()? else {
+            return Ok(());
+        };
+        let headers = decisions.headers();
+        while let Some(decision) = decisions.next()? {
+            self.decided = Some(decision.repeated);
+            match decision.row {
+                Row::Csv(record) => self.csv_row(decision.line, &headers, &record).await?,
+                Row::Json(record) => self.row(decision.line, Ok(record), None).await?,
+            }
+            if self.decided.take().is_some() {
+                return Err(StepError::permanent(format!(
+                    "line {}: a row that passed its checks failed them when checked again \
+                     after dedup; the validator's row hooks must decide a row the same way \
+                     every time",
+                    decision.line
+                )));
+            }
+        }
+        Ok(())
+    }
+
     pub(super) async fn finish(mut self) -> Result<(), StepError> {
+        self.decided_rows().await?;
         if self.batch_len() > 0 {
             self.cut_batch().await?;
         }
@@ -359,6 +373,15 @@ impl<'a, H: Hooks> RunState<'a, H> {
             notifier::tell_failure(self.cx, self.input, &reason, &summary).await?;
         }
         emit_payloads(self.input, std::mem::take(&mut self.pending), self.cx).await
+    }
+}
+
+/// The verdict decided at the end of the file for a row dedup left for later.
+fn decided(repeated: bool, column: &str, key: Option<ValueRef<'_>>) -> Verdict {
+    if repeated {
+        Verdict::Repeated(seen::repeated(column, key))
+    } else {
+        Verdict::New
     }
 }
 

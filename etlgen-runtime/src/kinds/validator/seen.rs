@@ -1,45 +1,55 @@
 //! The primary keys a run has seen, for rejecting repeated keys, in bounded memory.
 //!
 //! A 64-bit hash of each key is kept, never the key. While the distinct keys fit the
-//! step's budget they are a hash set, and a file is read once, as it always was. A file
-//! with more keys cannot be decided row by row in that memory, and batches already sent
-//! cannot be taken back, so once the set is full at row `P` the validator reads the rest
-//! of the raw copy once more before going on (see `collect`). That pass pairs each row's
-//! key hash with the row's number, beside the set's own hashes, and sorts the pairs on
-//! disk (`spill`). Read back by hash, they tell for each row from `P` whose hash
-//! another key has either that it repeats a key held before `P` (a duplicate if valid),
-//! or which group of rows from `P` it shares its hash with; sorted again by row, they are
-//! what the run then looks up, row by row, keeping one bit per group: set by the group's
-//! first valid row, rejecting any later one.
+//! step's budget they are a hash set, and every row is decided as it is read. A file with
+//! more keys cannot be decided row by row in that memory, and batches already sent cannot
+//! be taken back, so once the set is full its hashes go to disk and a Bloom filter of the
+//! same budget takes over (`bloom`). A key the filter has never seen is new for certain:
+//! its row is decided at once, and its hash is written to disk. A key the filter may have
+//! seen (a repeat, or another key's bits) is left for later: the row is written to disk as
+//! it was read (`deferred`), and at the end of the file the rows left are decided exactly,
+//! against the hashes written, and read once more through the run's own checks.
 //!
-//! Validity is decided only by the run itself, so the collecting pass may pair rows that
-//! turn out invalid (the run never looks them up, and their group's bit stays clear for a
-//! later valid row). What it must get right is the hash of every row that turns out valid,
-//! which is why it checks the key as the run does. A row is a duplicate either way iff an
-//! earlier valid key has its hash, so the rows sent and rejected are the same as with an
-//! unbounded set (hash collisions included), and a retry repeats them.
+//! So a file is read once, whatever its size. A row is a duplicate iff an earlier valid
+//! row has its key's hash, exactly as with an unbounded set (hash collisions included), and
+//! a retry decides every row the same way. What changes past the budget is when a row
+//! the filter could not decide is sent or rejected: after every other row, in row order.
 //!
-//! Why not a smaller in-memory structure: a Bloom filter or a set of shorter hashes gives
-//! false duplicates, which would drop valid rows; only an exact comparison keeps the
-//! outputs identical, and an exact set grows with the keys. The groups' bits do grow with
-//! the file, by at most one bit per two rows past `P` (under 2 MiB for the benchmark's 17
-//! M-row file), against 16 bytes per row on disk.
+//! Why that is exact: every valid key is added to the filter, so a row the filter calls
+//! new has no earlier valid row with its key; and a later row with the key of a waiting
+//! row finds the filter's bits set, so it waits too. A waiting row's key is therefore
+//! repeated iff it is among the hashes written before it (all written ones are earlier
+//! rows), or an earlier waiting row kept it.
+//!
+//! Why not the filter alone: it gives false duplicates, which would drop valid rows; only
+//! an exact comparison keeps the outcome the same.
 
 use std::fmt::{self, Write as _};
 use std::hash::Hasher;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
+use super::bloom::Bloom;
+use super::deferred::{Decisions, Past, Waiting};
 use super::hashes::{self, HashSet64};
 use super::schema::{ValueRef, trim};
-use super::spill::{Merge, Sorter};
 use crate::error::StepError;
 
-/// The number paired with a hash the set held before the collecting pass; a row's key is
-/// paired with the row's number plus one.
-const HELD: u64 = 0;
+/// The least memory the filter and the end's look-ups hold, whatever `dedup_memory_kb`
+/// says: 4 MiB, a filter of 131,072 blocks. A budget of 0 means no key in the exact set,
+/// not a filter that calls every key a repeat.
+pub(super) const FILTER_MEMORY_MIN: usize = 4 << 20;
 
-/// The tag of a row that repeats a key held before the collecting pass.
-const REPEATS_HELD: u64 = u64::MAX;
+/// What dedup says of a valid row's key.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Verdict {
+    /// No earlier valid row has it.
+    New,
+    /// An earlier valid row has it: the rejection reason.
+    Repeated(String),
+    /// The filter cannot tell: the row waits for the end of the file ([`Seen::wait`]),
+    /// with this hash.
+    Later(u64),
+}
 
 /// The keys seen so far.
 #[derive(Debug)]
@@ -48,136 +58,86 @@ pub(super) struct Seen {
     /// The hashes [`Seen::warm`] computed: of the keys of rows `ahead_from..`, as read.
     ahead: Vec<u64>,
     ahead_from: u64,
+    /// Where the keys past the set go.
+    dir: PathBuf,
+    sizes: Sizes,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Sizes {
+    /// The most keys the exact set holds.
+    keys: usize,
+    /// The filter's bytes.
+    filter: usize,
+    /// The most waiting rows looked up at once at the end.
+    chunk: usize,
 }
 
 #[derive(Debug)]
 enum Mode {
-    /// The hashes, while at most `limit`.
-    Memory { set: HashSet64, limit: usize },
-    /// The pass that only collects `(hash, row)`; no key is a duplicate here.
-    Collect {
-        pairs: Sorter<(u64, u64)>,
-        dir: PathBuf,
-        memory: usize,
-    },
-    /// The rows that share their hash with another key, in row order.
-    Lookup(Repeats),
-}
-
-/// What the collecting pass found: `(row, tag)` for each row from the pass whose key's
-/// hash another key has, ascending; the tag is [`REPEATS_HELD`] or the row's group.
-#[derive(Debug)]
-pub(super) struct Repeats {
-    rows: Merge<(u64, u64)>,
-    next: Option<(u64, u64)>,
-    /// One bit per group: whether a valid row of it was seen.
-    kept: Vec<u64>,
-}
-
-impl Default for Seen {
-    fn default() -> Self {
-        Self::in_memory(usize::MAX)
-    }
+    /// The hashes, while at most `sizes.keys`.
+    Memory(HashSet64),
+    /// Past the set: the filter, and what went to disk (boxed: its buffers' writers are
+    /// far larger than a set's handle, and the mode lives in every run).
+    Filter { filter: Bloom, past: Box<Past> },
 }
 
 impl Seen {
-    /// A set of at most the distinct keys that fit `memory` bytes (see [`keys_within`]).
-    pub(super) fn in_memory(memory: usize) -> Self {
+    /// Dedup within `memory` bytes (see [`keys_within`] and [`FILTER_MEMORY_MIN`]), past
+    /// the set in `dir`.
+    pub(super) fn new(memory: usize, dir: PathBuf) -> Self {
+        let least = memory.max(FILTER_MEMORY_MIN);
+        Self::with_sizes(
+            dir,
+            keys_within(memory),
+            least,
+            keys_within(least / 4).max(1),
+        )
+    }
+
+    fn with_sizes(dir: PathBuf, keys: usize, filter: usize, chunk: usize) -> Self {
         Self {
+            mode: Mode::Memory(HashSet64::default()),
             ahead: Vec::new(),
             ahead_from: 0,
-            mode: Mode::Memory {
-                set: HashSet64::default(),
-                limit: keys_within(memory),
+            dir,
+            sizes: Sizes {
+                keys,
+                filter,
+                chunk,
             },
         }
     }
 
-    /// Whether the set holds as many keys as it may; one more could make it grow.
-    pub(super) fn full(&self) -> bool {
-        matches!(&self.mode, Mode::Memory { set, limit } if set.len() >= *limit)
-    }
-
-    /// Starts the collecting pass: the set's hashes go to disk, spilling in `dir` past
-    /// `memory` bytes, and the set is freed. The pass then inserts the keys of the rows
-    /// after those the set saw.
-    pub(super) fn start_collecting(self, dir: &Path, memory: usize) -> Result<Seen, StepError> {
-        let Mode::Memory { set: held, .. } = self.mode else {
-            return Err(StepError::permanent("dedup: collecting twice"));
-        };
-        let mut pairs = Sorter::new(dir, memory / 2);
-        // Sorted in the set's own table, so the buffer fills only once the set is freed.
-        pairs.push_sorted(held.into_sorted().into_iter().map(|hash| (hash, HELD)))?;
-        Ok(Self {
-            ahead: Vec::new(),
-            ahead_from: 0,
-            mode: Mode::Collect {
-                pairs,
-                dir: dir.to_owned(),
-                memory: memory / 2,
-            },
-        })
-    }
-
-    /// Ends the collecting pass: which rows repeat which keys.
-    pub(super) fn repeats(self) -> Result<Repeats, StepError> {
-        let Mode::Collect { pairs, dir, memory } = self.mode else {
-            return Err(StepError::permanent("dedup: not a collecting pass"));
-        };
-        let mut pairs = pairs.finish()?;
-        let mut rows = Sorter::new(&dir, memory);
-        let mut groups = 0u64;
-        // Sorted by hash, then number (a held hash first): per hash, its first number,
-        // and its rows' tag once it has a second.
-        let mut group: Option<(u64, u64, Option<u64>)> = None;
-        while let Some((hash, number)) = pairs.next()? {
-            let row = number.wrapping_sub(1);
-            match &mut group {
-                Some((h, first, tag)) if *h == hash => {
-                    let tag = match *tag {
-                        Some(tag) => tag,
-                        None if *first == HELD => *tag.insert(REPEATS_HELD),
-                        None => {
-                            rows.push((*first - 1, groups))?;
-                            groups += 1;
-                            *tag.insert(groups - 1)
-                        }
-                    };
-                    rows.push((row, tag))?;
-                }
-                _ => group = Some((hash, number, None)),
-            }
+    /// Whether a key may be left for later: the filter has taken over, or takes over at
+    /// the next key.
+    pub(super) fn may_wait(&self) -> bool {
+        match &self.mode {
+            Mode::Memory(set) => set.len() >= self.sizes.keys,
+            Mode::Filter { .. } => true,
         }
-        drop(pairs);
-        let mut rows = rows.finish()?;
-        let next = rows.next()?;
-        // One bit per group, and a group has two rows (lossless on 64-bit targets).
-        let kept = vec![0; groups.div_ceil(64) as usize];
-        Ok(Repeats { rows, next, kept })
-    }
-
-    /// Goes on from the collecting pass's `repeats`.
-    pub(super) fn look_up(&mut self, repeats: Repeats) {
-        self.mode = Mode::Lookup(repeats);
     }
 
     /// Reads where the keys of the next rows (numbers `first_row..`), read ahead, would be
-    /// in the set, without recording them, so that checking them one by one finds the
-    /// set's memory in the cache. The hashes are kept for [`Seen::insert_as_read`].
+    /// in the set or the filter, without recording them, so that checking them one by one
+    /// finds that memory in the cache. The hashes are kept for [`Seen::insert_as_read`].
     ///
-    /// Each key is a random access into a table of up to the whole budget. Made one per row
-    /// among the row's other work, the accesses wait on memory one after another; made here
-    /// back to back, with no branch on what they read, they overlap. A key whose text
-    /// differs from its checked value (a number written `007`) only misses the warm-up: what
-    /// is recorded and decided is unchanged.
+    /// Each key is a random access into up to the whole budget. Made one per row among the
+    /// row's other work, the accesses wait on memory one after another; made here back to
+    /// back, with no branch on what they read, they overlap. A key whose text differs from
+    /// its checked value (a number written `007`) only misses the warm-up: what is recorded
+    /// and decided is unchanged.
     pub(super) fn warm<'a>(&mut self, keys: impl Iterator<Item = &'a str>, first_row: u64) {
         self.ahead.clear();
         self.ahead_from = first_row;
-        if let Mode::Memory { set, .. } = &self.mode {
-            (self.ahead).extend(keys.map(|key| hash(Some(ValueRef::Text(trim(key))))));
-            let read = (self.ahead.iter()).fold(0, |all, &hash| all ^ set.first_slot(hash));
-            std::hint::black_box(read);
-        }
+        (self.ahead).extend(keys.map(|key| hash(Some(ValueRef::Text(trim(key))))));
+        let read = match &self.mode {
+            Mode::Memory(set) => (self.ahead.iter()).fold(0, |all, &h| all ^ set.first_slot(h)),
+            Mode::Filter { filter, .. } => {
+                (self.ahead.iter()).fold(0, |all, &h| all ^ u64::from(filter.first_word(h)))
+            }
+        };
+        std::hint::black_box(read);
     }
 
     /// [`Seen::insert`] for a key that is the row's key cell exactly as read (no value
@@ -188,7 +148,7 @@ impl Seen {
         column: &str,
         key: Option<ValueRef<'_>>,
         row: u64,
-    ) -> Result<Result<(), String>, StepError> {
+    ) -> Result<Verdict, StepError> {
         let warmed = match key {
             Some(ValueRef::Text(s) | ValueRef::Integer(s)) if trim(s).len() == s.len() => {
                 let at = row.checked_sub(self.ahead_from);
@@ -197,61 +157,107 @@ impl Seen {
             }
             _ => None,
         };
-        self.insert_hashed(column, key, row, warmed)
+        self.insert_hashed(column, key, warmed)
     }
 
-    /// Records the key of row number `row` (`None` when the row lacks the key column); a
-    /// key seen before is the rejection reason. The outer error is a failure to spill or
-    /// read back.
+    /// Records the key of a valid row (`None` when the row lacks the key column). The
+    /// error is a failure to write to `temp_dir`.
     pub(super) fn insert(
         &mut self,
         column: &str,
         key: Option<ValueRef<'_>>,
-        row: u64,
-    ) -> Result<Result<(), String>, StepError> {
-        self.insert_hashed(column, key, row, None)
+    ) -> Result<Verdict, StepError> {
+        self.insert_hashed(column, key, None)
     }
 
-    /// [`Seen::insert`], with the key's hash in memory if known.
+    /// [`Seen::insert`], with the key's hash if known.
     fn insert_hashed(
         &mut self,
         column: &str,
         key: Option<ValueRef<'_>>,
-        row: u64,
         known: Option<u64>,
-    ) -> Result<Result<(), String>, StepError> {
-        let repeated = match &mut self.mode {
-            Mode::Memory { set, .. } => !set.insert(known.unwrap_or_else(|| hash(key))),
-            Mode::Collect { pairs, .. } => {
-                pairs.push((hash(key), row + 1))?;
-                false
-            }
-            Mode::Lookup(Repeats { rows, next, kept }) => {
-                while next.is_some_and(|(n, _)| n < row) {
-                    *next = rows.next()?;
-                }
-                match *next {
-                    Some((n, tag)) if n == row => tag == REPEATS_HELD || !first_of(kept, tag),
-                    _ => false,
+    ) -> Result<Verdict, StepError> {
+        let hash = known.unwrap_or_else(|| hash(key));
+        if matches!(&self.mode, Mode::Memory(set) if set.len() >= self.sizes.keys) {
+            self.start_filtering()?;
+        }
+        Ok(match &mut self.mode {
+            Mode::Memory(set) => {
+                if set.insert(hash) {
+                    Verdict::New
+                } else {
+                    Verdict::Repeated(repeated(column, key))
                 }
             }
-        };
-        Ok(if repeated {
-            Err(format!("duplicate primary key {column} = {}", display(key)))
-        } else {
-            Ok(())
+            Mode::Filter { filter, past } => {
+                if filter.insert(hash) {
+                    past.keep(hash)?;
+                    Verdict::New
+                } else {
+                    Verdict::Later(hash)
+                }
+            }
         })
+    }
+
+    /// Hands the set's hashes to disk and to a new filter, once the set is full. The set is
+    /// freed before the filter is made, so the two never hold the budget twice.
+    fn start_filtering(&mut self) -> Result<(), StepError> {
+        let Mode::Memory(set) = &mut self.mode else {
+            return Ok(());
+        };
+        let set = std::mem::take(set);
+        let held = set.len();
+        let mut past = Past::new(&self.dir)?;
+        for hash in set.into_vec() {
+            past.keep(hash)?;
+        }
+        let mut filter = Bloom::new(self.sizes.filter);
+        past.each_kept(|hash| {
+            filter.insert(hash);
+        })?;
+        tracing::info!(
+            dir = %self.dir.display(),
+            keys_held = held,
+            filter_bytes = self.sizes.filter,
+            "dedup past its memory budget: the rest of the keys go through a filter"
+        );
+        self.mode = Mode::Filter {
+            filter,
+            past: Box::new(past),
+        };
+        Ok(())
+    }
+
+    /// Holds a row [`Verdict::Later`] left for later, with the hash it gave.
+    pub(super) fn wait(&mut self, hash: u64, line: u64, row: Waiting<'_>) -> Result<(), StepError> {
+        match &mut self.mode {
+            Mode::Filter { past, .. } => past.wait(hash, line, row),
+            Mode::Memory(_) => Err(StepError::permanent("dedup: a row waits with no filter")),
+        }
+    }
+
+    /// The rows left for later, decided in row order, if any; the filter is freed first.
+    pub(super) fn decisions(&mut self) -> Result<Option<Decisions>, StepError> {
+        let Mode::Filter { past, .. } =
+            std::mem::replace(&mut self.mode, Mode::Memory(HashSet64::default()))
+        else {
+            return Ok(None);
+        };
+        if past.waiting() == 0 {
+            return Ok(None);
+        }
+        tracing::info!(
+            rows = past.waiting(),
+            "dedup past its memory budget: deciding the rows the filter could not"
+        );
+        (*past).decide(self.sizes.chunk).map(Some)
     }
 }
 
-/// Sets the bit of `group`; whether it was clear.
-fn first_of(kept: &mut [u64], group: u64) -> bool {
-    // The bits were allocated for every group, so the word exists (truncation impossible).
-    let word = &mut kept[(group / 64) as usize];
-    let bit = 1 << (group % 64);
-    let first = *word & bit == 0;
-    *word |= bit;
-    first
+/// The rejection reason of a repeated key.
+pub(super) fn repeated(column: &str, key: Option<ValueRef<'_>>) -> String {
+    format!("duplicate primary key {column} = {}", display(key))
 }
 
 /// The most keys a set may hold within `memory` bytes: the capacity of the largest table
@@ -308,16 +314,26 @@ fn display(key: Option<ValueRef<'_>>) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::super::deferred::Row;
     use super::*;
+    use crate::kinds::Record;
     use serde_json::json;
 
     fn check(seen: &mut Seen, key: Option<ValueRef<'_>>) -> Result<(), String> {
-        seen.insert("id", key, 0).unwrap()
+        match seen.insert("id", key).unwrap() {
+            Verdict::New => Ok(()),
+            Verdict::Repeated(reason) => Err(reason),
+            Verdict::Later(_) => panic!("an unbounded set leaves nothing for later"),
+        }
+    }
+
+    fn unbounded() -> Seen {
+        Seen::new(usize::MAX, std::env::temp_dir())
     }
 
     #[test]
     fn a_repeated_key_is_rejected_with_its_json_text() {
-        let mut seen = Seen::default();
+        let mut seen = unbounded();
         assert!(check(&mut seen, Some(ValueRef::Text("a\"b"))).is_ok());
         assert_eq!(
             check(&mut seen, Some(ValueRef::Text("a\"b"))).unwrap_err(),
@@ -367,7 +383,7 @@ mod tests {
 
     #[test]
     fn a_number_and_its_text_are_the_same_key() {
-        let mut seen = Seen::default();
+        let mut seen = unbounded();
         let n = json!(7);
         assert!(check(&mut seen, Some(ValueRef::Other(&n))).is_ok());
         assert!(check(&mut seen, Some(ValueRef::Text("7"))).is_err());
@@ -382,43 +398,69 @@ mod tests {
         assert_eq!(keys_within(1024), 56);
     }
 
-    /// Rows of `(key, valid)` checked as the validator checks them: in memory for the first
-    /// `switch_at`, then collected (every row from there, valid or not) and looked up.
-    fn external(
+    /// Rows of `(key, valid)` checked as the validator checks them, with a set of at most
+    /// `keys` keys, then a filter of `filter` bytes, deciding `chunk` waiting rows at once;
+    /// `None` for an invalid row, whose key is never checked.
+    fn bounded(
         rows: &[(String, bool)],
-        switch_at: usize,
-        memory: usize,
-    ) -> Vec<Option<Result<(), String>>> {
+        (keys, filter, chunk): (usize, usize, usize),
+    ) -> (Vec<Option<Result<(), String>>>, usize) {
         let dir = tempfile::tempdir().unwrap();
-        let numbered = || rows.iter().zip(0u64..);
-        let check = |seen: &mut Seen, ((key, valid), row): (&(String, bool), u64)| {
-            valid.then(|| seen.insert("id", Some(ValueRef::Text(key)), row).unwrap())
-        };
-        let mut seen = Seen::in_memory(usize::MAX);
-        let mut out: Vec<_> = numbered()
-            .take(switch_at)
-            .map(|row| check(&mut seen, row))
-            .collect();
-        let mut collect = std::mem::take(&mut seen)
-            .start_collecting(dir.path(), memory)
-            .unwrap();
-        for ((key, _), row) in numbered().skip(switch_at) {
-            let outcome = collect.insert("id", Some(ValueRef::Text(key)), row);
-            assert!(outcome.unwrap().is_ok(), "collecting decides nothing");
+        let mut seen = Seen::with_sizes(dir.path().to_owned(), keys, filter, chunk);
+        let mut out = vec![None; rows.len()];
+        for (row, (key, valid)) in rows.iter().enumerate() {
+            if !valid {
+                continue;
+            }
+            let key = Some(ValueRef::Text(key));
+            out[row] = match seen.insert("id", key).unwrap() {
+                Verdict::New => Some(Ok(())),
+                Verdict::Repeated(reason) => Some(Err(reason)),
+                Verdict::Later(hash) => {
+                    let record: Record = [("id".to_owned(), json!(rows[row].0))]
+                        .into_iter()
+                        .collect();
+                    let line = u64::try_from(row).unwrap();
+                    seen.wait(hash, line, Waiting::Json(&record)).unwrap();
+                    None
+                }
+            };
         }
-        seen.look_up(collect.repeats().unwrap());
-        out.extend(numbered().skip(switch_at).map(|row| check(&mut seen, row)));
-        out
+        let mut waited = 0;
+        if let Some(mut decisions) = seen.decisions().unwrap() {
+            while let Some(decision) = decisions.next().unwrap() {
+                waited += 1;
+                let Row::Json(record) = decision.row else {
+                    panic!("a JSON row comes back as JSON");
+                };
+                let row = usize::try_from(decision.line).unwrap();
+                assert!(out[row].is_none(), "row {row} decided twice");
+                assert_eq!(record["id"], json!(rows[row].0));
+                let key = Some(ValueRef::Text(&rows[row].0));
+                out[row] = Some(if decision.repeated {
+                    Err(repeated("id", key))
+                } else {
+                    Ok(())
+                });
+            }
+        }
+        assert!(seen.decisions().unwrap().is_none(), "decided once");
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            0,
+            "nothing named left in temp_dir"
+        );
+        (out, waited)
     }
 
     #[test]
-    fn looking_up_the_collected_repeats_rejects_what_the_set_rejects() {
-        // 173 keys over 400 rows; every seventh row is invalid, so the run never checks its
-        // key, and a later row with that key may be kept.
+    fn rows_left_for_later_are_decided_as_the_set_decides_them() {
+        // 173 keys over 400 rows; every seventh row is invalid, so its key never counts,
+        // and a later row with that key may be kept.
         let rows: Vec<(String, bool)> = (0..400u64)
             .map(|i| (((i * 7919) % 173).to_string(), i % 7 != 3))
             .collect();
-        let mut seen = Seen::default();
+        let mut seen = unbounded();
         let expected: Vec<_> = rows
             .iter()
             .map(|(key, valid)| valid.then(|| check(&mut seen, Some(ValueRef::Text(key)))))
@@ -433,15 +475,34 @@ mod tests {
             .count();
         assert_eq!(rejected, counted);
         assert!(rejected > 150, "{rejected}");
-        // Runs of one, three and all pairs (past the merge fan-in with one).
-        for memory in [0, 96, 1 << 20] {
-            for switch_at in [0, 1, 100, 399, 400] {
-                assert_eq!(
-                    external(&rows, switch_at, memory),
-                    expected,
-                    "{memory} {switch_at}"
-                );
+        // The set full at once, mid-file, or never; a filter of one block (nearly every
+        // key waits, new ones too) or a roomy one (only repeats wait); the waiting rows
+        // decided one, seven or all at a time.
+        for keys in [0, 1, 100, 400] {
+            for filter in [1, 1 << 16] {
+                for chunk in [1, 7, 1000] {
+                    let (out, waited) = bounded(&rows, (keys, filter, chunk));
+                    assert_eq!(out, expected, "{keys} {filter} {chunk}");
+                    match (keys, filter) {
+                        (0, 1) => assert!(waited > rejected + 50, "new keys wait: {waited}"),
+                        (0, _) => assert_eq!(waited, rejected, "only the repeats wait"),
+                        (400, _) => assert_eq!(waited, 0, "the set holds every key"),
+                        _ => {}
+                    }
+                }
             }
         }
+    }
+
+    #[test]
+    fn the_budget_sizes_the_filter_and_the_end_s_look_ups() {
+        let seen = Seen::new(32 << 20, std::env::temp_dir());
+        assert_eq!(seen.sizes.keys, 1_835_008);
+        assert_eq!(seen.sizes.filter, 32 << 20);
+        assert_eq!(seen.sizes.chunk, keys_within(8 << 20));
+        let seen = Seen::new(0, std::env::temp_dir());
+        assert_eq!(seen.sizes.keys, 0);
+        assert_eq!(seen.sizes.filter, FILTER_MEMORY_MIN);
+        assert!(seen.sizes.chunk > 50_000, "{}", seen.sizes.chunk);
     }
 }

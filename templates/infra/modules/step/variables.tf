@@ -81,7 +81,7 @@ variable "memory_mb" {
 }
 
 variable "ephemeral_storage_mb" {
-  description = "The Lambda's ephemeral storage (/tmp), where the validator's dedup spills."
+  description = "The Lambda's ephemeral storage (/tmp), where the validator's dedup writes past its memory."
   type        = number
   default     = 512
 
