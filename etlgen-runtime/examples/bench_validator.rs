@@ -8,7 +8,9 @@
 //! only grows. The input is generated once per size into `dir` (the system temp directory
 //! by default) and reused. The object store is the local file system, and the raw-zone copy
 //! is a hard link, as S3's server-side copy costs the Lambda nothing either. Output, one CSV
-//! line: `mode,size_mb,rows,seconds,mb_per_s,peak_rss_mib`.
+//! line: `mode,size_mb,rows,seconds,mb_per_s,peak_rss_mib`. The validator's own log lines go
+//! to stderr (a handful a run), among them how many rows dedup past its memory left for later
+//! (`waited_for_dedup`).
 
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -178,6 +180,10 @@ columns = [
 "#;
 
 fn main() -> Result<(), etlgen_runtime::Error> {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(tracing::Level::INFO)
+        .init();
     let args: Vec<String> = std::env::args().collect();
     let mode = args
         .get(1)

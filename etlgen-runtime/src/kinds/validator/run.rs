@@ -41,6 +41,8 @@ pub(super) struct RunState<'a, H> {
     /// Dedup's verdict on the row being checked again, decided at the end of the file:
     /// whether its key is repeated.
     decided: Option<bool>,
+    /// Rows dedup left for later and checked again at the end.
+    waited: u64,
     report: csv::Writer<Vec<u8>>,
     report_rows: usize,
     reports: u64,
@@ -68,6 +70,7 @@ impl<'a, H: Hooks> RunState<'a, H> {
             seen,
             rows_read: 0,
             decided: None,
+            waited: 0,
             report: report_writer(),
             report_rows: 0,
             reports: 0,
@@ -322,6 +325,7 @@ impl<'a, H: Hooks> RunState<'a, H> {
         };
         let headers = decisions.headers();
         while let Some(decision) = decisions.next()? {
+            self.waited += 1;
             self.decided = Some(decision.repeated);
             match decision.row {
                 Row::Csv(record) => self.csv_row(decision.line, &headers, &record).await?,
@@ -362,6 +366,7 @@ impl<'a, H: Hooks> RunState<'a, H> {
             valid = self.valid,
             rejected = self.rejected,
             batches = manifest.batches,
+            waited_for_dedup = self.waited,
             "validated"
         );
         if manifest.batches == 0 {
