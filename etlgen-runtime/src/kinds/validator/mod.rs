@@ -59,8 +59,10 @@ pub struct Settings {
     /// The memory for dedup's set of key hashes, in KiB. Past it, a Bloom filter of the
     /// same size (at least 4 MiB) takes over: the hash of each key it calls new goes to
     /// `temp_dir` (8 bytes a row), and each row it may have seen waits there, as read, to
-    /// be decided exactly at the end of the file. The outcome is the same; the rows that
-    /// waited are sent or rejected after the others.
+    /// be decided exactly at the end of the file. The rows sent and rejected are the same;
+    /// the rows that waited are sent or rejected after the others, so which rows a batch
+    /// holds depends on this budget (as on `batch_size`): change it for a run under way by
+    /// replaying the run from the validator.
     pub dedup_memory_kb: usize,
     /// Where dedup past `dedup_memory_kb` writes; the system temp directory (`/tmp` on
     /// Lambda, its ephemeral storage) by default.
@@ -135,6 +137,11 @@ pub trait Hooks: Send + Sync + 'static {
 
     /// Checks one row, converting its values in place; the error is the rejection reason
     /// written to the report beside the row.
+    ///
+    /// It must decide a row the same way each time it sees it: once a file's keys outgrow
+    /// `dedup_memory_kb`, a row whose key may repeat an earlier one is checked again at the
+    /// end of the file, from the row as read, and a row that passed the first time and
+    /// fails the second fails the run, naming its line.
     ///
     /// By default it applies the declared columns; see [`validate_row`].
     fn validate_row(&self, row: &mut Record, settings: &Settings) -> Result<(), String> {

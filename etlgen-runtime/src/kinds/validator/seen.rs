@@ -381,6 +381,19 @@ mod tests {
         assert_eq!(hash(None), hash(Some(ValueRef::Text(""))));
     }
 
+    /// Past the budget, which rows wait, and so which rows each batch holds, follows from
+    /// the hashes' values, not only from their equality: a retry of a run built with another
+    /// toolchain must hash alike. `std` does not promise its `DefaultHasher` stays the same
+    /// algorithm; if this fails, pin the hash to a crate before taking the new toolchain.
+    #[test]
+    fn the_key_hash_is_the_same_on_every_toolchain() {
+        assert_eq!(
+            hash(Some(ValueRef::Text("person7@example.com"))),
+            0x203c_65a9_316d_6ec4
+        );
+        assert_eq!(hash(None), 0x3040_6ea5_23c5_3def);
+    }
+
     #[test]
     fn a_number_and_its_text_are_the_same_key() {
         let mut seen = unbounded();
@@ -445,11 +458,6 @@ mod tests {
             }
         }
         assert!(seen.decisions().unwrap().is_none(), "decided once");
-        assert_eq!(
-            std::fs::read_dir(dir.path()).unwrap().count(),
-            0,
-            "nothing named left in temp_dir"
-        );
         (out, waited)
     }
 
