@@ -134,21 +134,9 @@ async fn default_hooks_give_what_overridden_hooks_give() {
 /// saying what to fix, rather than retried into the dead-letter queue.
 #[tokio::test]
 async fn a_header_that_is_not_utf8_rejects_the_file_at_once() {
-    let h = Harness::<Validator<Defaults>>::new("validate", CONFIG);
     let latin1 = b"Pr\xe9nom,id,email\nJos\xe9,1,a@b.co\n".to_vec();
-    h.objects
-        .insert("landing", "in/2024-05-01/file.csv", latin1);
-    let source = Source::Object {
-        bucket: "landing".into(),
-        key: "in/2024-05-01/file.csv".into(),
-        version_id: None,
-    };
-    let response = h.deliver(&h.envelope("file", source)).await;
-    assert!(response.batch_item_failures.is_empty(), "not retried");
-    assert!(h.queue.sent().is_empty());
-    let reports = h.objects.keys("data", "reports/");
-    assert_eq!(reports.len(), 1, "{reports:?}");
-    let report = h.objects.text("data", &reports[0]).unwrap();
+    let (report, sent, reports) = rejected_for_good::<Defaults>(CONFIG, latin1).await;
+    assert_eq!((sent, reports), (0, 1), "nothing sent, one report");
     assert!(report.contains("save it as UTF-8"), "{report}");
 }
 
@@ -452,8 +440,24 @@ impl Hooks for RejectsWhatItSaw {
 async fn a_row_hook_that_changes_its_mind_fails_the_run_naming_the_line() {
     let dir = tempfile::tempdir().unwrap();
     let settings = format!("{}dedup_memory_kb = 0\n", temp_dir_setting(dir.path()));
-    let h = Harness::<Validator<RejectsWhatItSaw>>::new("validate", &format!("{CONFIG}{settings}"));
     let file = "id,email\n1,a@b.co\n2,b@b.co\n1,c@d.co\n";
+    let config = format!("{CONFIG}{settings}");
+    let (text, ..) = rejected_for_good::<RejectsWhatItSaw>(&config, file).await;
+    assert!(
+        text.contains("line 4: a row that passed its checks failed them"),
+        "{text}"
+    );
+    assert!(text.contains("must decide a row the same way"), "{text}");
+}
+
+/// Delivers `file` to a validator with `config`, whose run is rejected for good: not
+/// retried, and the reason in a rejected-message report. The report's text, the messages
+/// sent before, and how many report objects the run wrote.
+async fn rejected_for_good<H: Hooks + Default>(
+    config: &str,
+    file: impl Into<bytes::Bytes>,
+) -> (String, usize, usize) {
+    let h = Harness::<Validator<H>>::new("validate", config);
     h.objects.insert("landing", "in/2024-05-01/file.csv", file);
     let source = Source::Object {
         bucket: "landing".into(),
@@ -465,11 +469,7 @@ async fn a_row_hook_that_changes_its_mind_fails_the_run_naming_the_line() {
     let reports = h.objects.keys("data", "reports/");
     let report = reports.iter().find(|k| k.contains("/rejected/")).unwrap();
     let text = h.objects.text("data", report).unwrap();
-    assert!(
-        text.contains("line 4: a row that passed its checks failed them"),
-        "{text}"
-    );
-    assert!(text.contains("must decide a row the same way"), "{text}");
+    (text, h.queue.sent().len(), reports.len())
 }
 
 #[tokio::test]
@@ -600,20 +600,9 @@ async fn a_batch_over_the_message_limit_goes_as_parts() {
 /// A single row too large for any message rejects the file, saying so, and sends nothing.
 #[tokio::test]
 async fn a_row_over_the_message_limit_rejects_the_file() {
-    let h = Harness::<Validator<Defaults>>::new("validate", WIDE);
     let file = wide_rows(1, crate::step::MAX_MESSAGE_BYTES);
-    h.objects.insert("landing", "in/2024-05-01/file.csv", file);
-    let source = Source::Object {
-        bucket: "landing".into(),
-        key: "in/2024-05-01/file.csv".into(),
-        version_id: None,
-    };
-    let response = h.deliver(&h.envelope("file", source)).await;
-    assert!(response.batch_item_failures.is_empty());
-    assert!(h.queue.sent().is_empty());
-    let rejected = h.objects.keys("data", "reports/");
-    let report = rejected.iter().find(|k| k.contains("/rejected/")).unwrap();
-    let text = h.objects.text("data", report).unwrap();
+    let (text, sent, _) = rejected_for_good::<Defaults>(WIDE, file).await;
+    assert_eq!(sent, 0);
     assert!(text.contains("the file's rows must be smaller"), "{text}");
 }
 
