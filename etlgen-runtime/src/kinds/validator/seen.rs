@@ -40,7 +40,7 @@ use crate::error::StepError;
 pub(super) const FILTER_MEMORY_MIN: usize = 4 << 20;
 
 /// What dedup says of a valid row's key.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub(super) enum Verdict {
     /// No earlier valid row has it.
     New,
@@ -178,7 +178,8 @@ impl Seen {
         known: Option<u64>,
     ) -> Result<Verdict, StepError> {
         let hash = known.unwrap_or_else(|| hash(key));
-        if matches!(&self.mode, Mode::Memory(set) if set.len() >= self.sizes.keys) {
+        if self.may_wait() {
+            // Once, when the set is full: in the filter's mode this does nothing.
             self.start_filtering()?;
         }
         Ok(match &mut self.mode {
